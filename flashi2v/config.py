@@ -1,0 +1,160 @@
+"""Typed configuration of the Wan2.1 / FlashI2V diffusion transformer, with the official presets.
+
+The official code builds the model from the ``model_config`` mapping of its YAML files (keys ``dim, ffn_dim,
+freq_dim, in_dim, num_heads, num_layers, out_dim, text_len`` plus optional ``text_dim, eps, patch_size, qk_norm,
+cross_attn_norm, conv3x3x3_proj``). :meth:`TransformerConfig.from_official` accepts exactly that mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+MODEL_TYPES = ("t2v", "flashi2v")
+
+# Keys of the official ``model_config`` that describe the architecture.
+_OFFICIAL_REQUIRED = ("dim", "ffn_dim", "freq_dim", "in_dim", "num_heads", "num_layers", "out_dim", "text_len")
+_OFFICIAL_OPTIONAL = ("text_dim", "eps", "patch_size", "qk_norm", "cross_attn_norm", "conv3x3x3_proj")
+# Keys that appear in official ``model_config`` mappings but do not describe the architecture. They are accepted
+# (so an official YAML section can be passed as is) and returned separately by ``from_official``.
+_OFFICIAL_NON_ARCH = (
+    "low_freq_energy_ratio",
+    "fft_return_abs",
+    "pretrained_model_dir_or_checkpoint",
+    "window_size",
+    "model_type",
+    "text_len\"",  # the official 14B yaml misspells text_len with a stray quote (spec §12.11)
+)
+
+
+@dataclass
+class TransformerConfig:
+    """Architecture of a Wan2.1 DiT, optionally with the two FlashI2V branches.
+
+    ``model_type`` is ``"flashi2v"`` (Wan backbone + learnable projection φ + Fourier embedding) or ``"t2v"``
+    (the plain Wan2.1 text-to-video model).
+    """
+
+    dim: int
+    ffn_dim: int
+    num_heads: int
+    num_layers: int
+    freq_dim: int = 256
+    in_dim: int = 16
+    out_dim: int = 16
+    text_dim: int = 4096
+    text_len: int = 512
+    eps: float = 1e-6
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    qk_norm: bool = True
+    cross_attn_norm: bool = True
+    model_type: str = "flashi2v"
+    conv3x3x3_proj: bool = False
+    extra: dict = field(default_factory=dict, repr=False)  # free-form metadata saved with the config
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(int(p) for p in self.patch_size)
+        if len(self.patch_size) != 3:
+            raise ConfigError(f"patch_size must have 3 entries (t, h, w), got {self.patch_size}")
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        for name in ("dim", "ffn_dim", "num_heads", "num_layers", "freq_dim", "in_dim", "out_dim", "text_dim"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.dim % self.num_heads:
+            raise ConfigError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if (self.dim // self.num_heads) % 2:
+            raise ConfigError(f"head dim {self.dim // self.num_heads} must be even for RoPE")
+        if self.freq_dim % 2:
+            raise ConfigError(f"freq_dim must be even, got {self.freq_dim}")
+        if self.conv3x3x3_proj and self.model_type != "flashi2v":
+            raise ConfigError("conv3x3x3_proj only applies to model_type='flashi2v'")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def is_flashi2v(self) -> bool:
+        return self.model_type == "flashi2v"
+
+    # ----------------------------------------------------------------------------------------------- conversion
+    @classmethod
+    def from_official(cls, model_config: Mapping[str, Any], model_type: str = "flashi2v") -> "TransformerConfig":
+        """Build from the official YAML ``model_config`` mapping.
+
+        Unknown keys raise :class:`ConfigError` (a typo must not silently fall back to a default). Non-architecture
+        keys of the official files (``low_freq_energy_ratio``, ``pretrained_model_dir_or_checkpoint``, ...) are kept
+        in ``config.extra``.
+        """
+        missing = [k for k in _OFFICIAL_REQUIRED if k not in model_config and not (k == "text_len" and "text_len\"" in model_config)]
+        if missing:
+            raise ConfigError(f"official model_config is missing {missing}; it needs {list(_OFFICIAL_REQUIRED)}")
+        unknown = [k for k in model_config if k not in _OFFICIAL_REQUIRED + _OFFICIAL_OPTIONAL + _OFFICIAL_NON_ARCH]
+        if unknown:
+            raise ConfigError(f"unknown keys in official model_config: {unknown}")
+        window = model_config.get("window_size", (-1, -1))
+        if tuple(window) != (-1, -1):
+            raise ConfigError(f"only global attention (window_size (-1, -1)) is supported, got {tuple(window)}")
+        kwargs = {k: model_config[k] for k in _OFFICIAL_REQUIRED + _OFFICIAL_OPTIONAL if k in model_config}
+        if "text_len" not in kwargs and "text_len\"" in model_config:
+            kwargs["text_len"] = model_config["text_len\""]
+        extra = {k: model_config[k] for k in _OFFICIAL_NON_ARCH if k in model_config}
+        return cls(**kwargs, model_type=model_type, extra=extra)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        if not d["extra"]:
+            d.pop("extra")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TransformerConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown keys in transformer config: {unknown}")
+        return cls(**dict(d))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TransformerConfig":
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes) -> "TransformerConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# ------------------------------------------------------------------------------------------------------ presets
+_WAN_1_3B = dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30)
+_WAN_14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
+
+PRESETS: dict[str, dict] = {
+    "flashi2v-1.3b": dict(_WAN_1_3B, model_type="flashi2v"),
+    # The released FlashI2V-1.3B (MindSpeed/NPU lineage) most likely uses a 3x3x3 projection (spec §9).
+    "flashi2v-1.3b-conv3x3x3": dict(_WAN_1_3B, model_type="flashi2v", conv3x3x3_proj=True),
+    "flashi2v-14b": dict(_WAN_14B, model_type="flashi2v"),
+    "wan2.1-t2v-1.3b": dict(_WAN_1_3B, model_type="t2v"),
+    "wan2.1-t2v-14b": dict(_WAN_14B, model_type="t2v"),
+}
+
+
+def preset(name: str, **overrides) -> TransformerConfig:
+    """A named configuration: one of :data:`PRESETS` (``flashi2v-1.3b``, ``flashi2v-14b``, ``wan2.1-t2v-1.3b``...)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return TransformerConfig(**{**PRESETS[name], **overrides})

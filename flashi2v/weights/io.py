@@ -1,0 +1,132 @@
+"""Reading and writing state-dict files, and the strict comparison of a state dict with a model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+
+from ..errors import CheckpointError
+
+# Prefixes that training wrappers put in front of parameter names (DDP/FSDP1 "module.", torch.compile "_orig_mod.").
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.", "model.")
+# Containers some checkpoints nest the state dict in.
+_CONTAINER_KEYS = ("state_dict", "model", "module", "model_state_dict")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a single-file state dict: ``.safetensors``, or a torch pickle (``.pt``, ``.pth``, ``.bin``, ``.ckpt``).
+
+    Pickles are read with ``weights_only=True`` (no arbitrary code) and memory-mapped. A state dict nested in a
+    ``{"state_dict": ...}``-style container is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except CheckpointError:
+        raise
+    except Exception as e:  # corrupt or not a checkpoint at all
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    for _ in range(2):
+        if isinstance(sd, Mapping) and len(sd) and not any(isinstance(v, torch.Tensor) for v in sd.values()):
+            inner = next((sd[k] for k in _CONTAINER_KEYS if k in sd and isinstance(sd[k], Mapping)), None)
+            if inner is None:
+                break
+            sd = inner
+    if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path} does not contain a state dict of tensors")
+    return strip_wrapper_prefixes(dict(sd))
+
+
+def strip_wrapper_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove a prefix shared by *every* key that training wrappers add (``module.``, ``_orig_mod.``...)."""
+    changed = True
+    while changed and sd:
+        changed = False
+        for p in _WRAPPER_PREFIXES:
+            if all(k.startswith(p) for k in sd):
+                sd = {k[len(p):]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+def save_safetensors(sd: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(path), metadata=metadata)
+
+
+@contextmanager
+def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
+    """Yield a temporary directory next to ``final``; it is renamed to ``final`` only if the block succeeds.
+
+    An interrupted or failed write never leaves a folder with the final name (nor a half-updated one when
+    ``overwrite`` replaces an existing folder).
+    """
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise CheckpointError(f"{final} already exists; choose another path or pass overwrite=True")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            backup = final.with_name(f".{final.name}.old-{os.getpid()}")
+            final.rename(backup)
+            tmp.rename(final)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fmt(items: Iterable[str], limit: int = 6) -> str:
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def compare_keys(
+    model_shapes: Mapping[str, tuple[int, ...]],
+    sd: Mapping[str, torch.Tensor],
+    allow_missing: Iterable[str] = (),
+    source: str = "checkpoint",
+) -> list[str]:
+    """Check ``sd`` against the model's parameter shapes; return the missing keys that ``allow_missing`` permits.
+
+    Anything else missing, any unexpected key and any shape mismatch raises one :class:`CheckpointError` that lists
+    them all.
+    """
+    allow = tuple(allow_missing)
+    missing = [k for k in model_shapes if k not in sd]
+    bad_missing = [k for k in missing if not k.startswith(allow) or not allow]
+    unexpected = [k for k in sd if k not in model_shapes]
+    shapes = [
+        f"{k} ({list(sd[k].shape)} vs model {list(model_shapes[k])})"
+        for k in sd
+        if k in model_shapes and tuple(sd[k].shape) != tuple(model_shapes[k])
+    ]
+    problems = []
+    if bad_missing:
+        problems.append(f"{len(bad_missing)} missing: {_fmt(bad_missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {_fmt(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches: {_fmt(shapes, 4)}")
+    if problems:
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
+    return [k for k in missing if k not in bad_missing]

@@ -30,9 +30,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors import safe_open
 
-            sd = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:  # one tensor at a time: peak memory ~ model size
+                sd = {k: aligned(f.get_tensor(k)) for k in f.keys()}
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except CheckpointError:
@@ -48,6 +49,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path} does not contain a state dict of tensors")
     return strip_wrapper_prefixes(dict(sd))
+
+
+def aligned(t: torch.Tensor, alignment: int = 64) -> torch.Tensor:
+    """``t`` itself, or a copy in fresh storage if its CPU data is not ``alignment``-byte aligned.
+
+    safetensors returns tensors at arbitrary offsets of its buffer; CPU matmul kernels then take different
+    (slower, and not bit-identical) code paths than for the same weights in torch-allocated memory.
+    """
+    if t.device.type == "cpu" and t.numel() and t.data_ptr() % alignment:
+        return t.clone(memory_format=torch.contiguous_format)
+    return t
 
 
 def strip_wrapper_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

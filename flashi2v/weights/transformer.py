@@ -34,7 +34,7 @@ from ..errors import CheckpointError, ConfigError
 from ..models.flashi2v import FlashI2VTransformer, build_transformer
 from ..models.wan import WanTransformer
 from ..precision import apply_precision, parameter_dtype
-from .io import atomic_directory, compare_keys, read_state_dict, save_safetensors
+from .io import aligned, atomic_directory, compare_keys, read_state_dict, save_safetensors
 from .mindspeed import is_mindspeed, mindspeed_to_official
 
 FOLDER_FORMAT = "flashi2v-transformer"
@@ -125,7 +125,7 @@ def model_from_state_dict(
         partial = [k for k in shapes if k.startswith(p) and k in sd]
         if partial:
             raise CheckpointError(f"{source} has only part of the {p.rstrip('.')} branch ({', '.join(partial)})")
-    tensors = {k: v.to(device=device, dtype=parameter_dtype(k, dtype)) for k, v in sd.items()}
+    tensors = {k: aligned(v.to(device=device, dtype=parameter_dtype(k, dtype))) for k, v in sd.items()}
     model.load_state_dict(tensors, strict=False, assign=True)
     for p in missing_prefixes:
         sub = model.get_submodule(p.rstrip("."))

@@ -1,0 +1,174 @@
+"""Model construction: official config mapping, presets vs manifests, initialisation on every path, precision."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import golden_path, small_config
+from flashi2v import ConfigError, FlashI2VTransformer, TransformerConfig, WanTransformer, build_transformer, preset
+from flashi2v.method import FlashI2VDenoiser
+from flashi2v.models.attention import attention, get_attention_backend, set_attention_backend
+from flashi2v.precision import apply_precision, keeps_fp32
+from flashi2v.samplers import sample_euler
+from flashi2v.flow_matching import inference_sigmas
+
+MANIFESTS = {
+    "flashi2v-1.3b": "flashi2v_1_3b",
+    "flashi2v-1.3b-conv3x3x3": "flashi2v_1_3b_conv3x3x3",
+    "flashi2v-14b": "flashi2v_14b",
+    "wan2.1-t2v-1.3b": "wan_t2v_1_3b",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MANIFESTS))
+def test_presets_on_meta_equal_official_manifests(name):
+    rows = golden_path("manifests", f"{MANIFESTS[name]}.tsv").read_text().splitlines()[1:]
+    ref = [(r.split("\t")[0], tuple(int(x) for x in r.split("\t")[1].split(","))) for r in rows]
+    model = build_transformer(preset(name), device="meta")
+    ours = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    assert ours == ref  # names, shapes, count and order
+    assert sum(int(r.split("\t")[3]) for r in rows) == model.num_parameters()
+
+
+def test_from_official_model_config_mapping():
+    yaml_cfg = {  # configs/train/gpu/flashi2v_1_3b.yaml model_config
+        "dim": 1536, "ffn_dim": 8960, "freq_dim": 256, "in_dim": 16, "num_heads": 12, "num_layers": 30,
+        "out_dim": 16, "text_len": 512, "low_freq_energy_ratio": [0.05, 0.95], "fft_return_abs": True,
+        "conv3x3x3_proj": False, "pretrained_model_dir_or_checkpoint": "Wan2.1-T2V-1.3B/x.safetensors",
+    }
+    cfg = TransformerConfig.from_official(yaml_cfg)
+    assert cfg == preset("flashi2v-1.3b").replace(extra=cfg.extra)
+    assert cfg.extra["low_freq_energy_ratio"] == [0.05, 0.95]
+    m14 = dict(yaml_cfg, dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
+    del m14["text_len"]
+    m14['text_len"'] = 512  # the official 14B yaml's stray quote
+    assert TransformerConfig.from_official(m14).text_len == 512
+    opt = dict(yaml_cfg, text_dim=32, eps=1e-5, patch_size=[1, 2, 2], qk_norm=True, cross_attn_norm=True, conv3x3x3_proj=True)
+    assert TransformerConfig.from_official(opt).conv3x3x3_proj
+    with pytest.raises(ConfigError, match="unknown keys"):
+        TransformerConfig.from_official(dict(yaml_cfg, dimm=3))
+    with pytest.raises(ConfigError, match="missing"):
+        TransformerConfig.from_official({"dim": 64})
+    with pytest.raises(ConfigError, match="not divisible"):
+        TransformerConfig(dim=65, ffn_dim=8, num_heads=4, num_layers=1)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("flashi2v-7b")
+
+
+def _check_init(model: torch.nn.Module, dim: int):
+    sd = dict(model.named_parameters())
+    for name, p in sd.items():
+        assert torch.isfinite(p).all(), name
+        if name.endswith("modulation"):
+            assert abs(p.std().item() * math.sqrt(dim) - 1) < 0.25 and abs(p.mean().item()) < 0.1, name
+        elif name.endswith(("norm_q.weight", "norm_k.weight", "norm3.weight")):
+            assert torch.equal(p, torch.ones_like(p)), name
+        elif name.endswith("norm3.bias"):
+            assert torch.equal(p, torch.zeros_like(p)), name
+        elif name.startswith(("fourier_embedding.1.", "learnable_proj.proj.2.")) or name in (
+            "fourier_embedding.0.bias", "learnable_proj.proj.0.bias"):
+            assert torch.equal(p, torch.zeros_like(p)), name
+        elif name in ("fourier_embedding.0.weight", "learnable_proj.proj.0.weight"):
+            bound = math.sqrt(6 / (p[0].numel() + p.shape[0]))  # xavier on weight.flatten(1)
+            assert p.abs().max() <= bound and p.abs().max() > 0.8 * bound, name
+        elif name.endswith("weight") and p.ndim >= 2:  # kaiming_uniform(a=sqrt(5)) -> bound 1/sqrt(fan_in)
+            bound = 1 / math.sqrt(p[0].numel())
+            assert p.abs().max() <= bound + 1e-7 and p.abs().max() > 0.8 * bound, name
+
+
+def test_initialisation_direct_and_meta_materialised_are_identical_and_correct():
+    cfg = small_config(dim=128, num_heads=2)
+    torch.manual_seed(0)
+    direct = FlashI2VTransformer(cfg)
+    torch.manual_seed(0)
+    meta = FlashI2VTransformer(cfg, device="meta")
+    meta.to_empty(device="cpu")  # garbage memory ...
+    with torch.no_grad():
+        for p in meta.parameters():
+            p.fill_(float("nan"))
+    meta.init_weights()  # ... fully replaced, including modulation and RMSNorm weights (official bug §1.4)
+    for (n, a), (_, b) in zip(direct.named_parameters(), meta.named_parameters()):
+        assert torch.equal(a, b), n
+    _check_init(direct, cfg.dim)
+
+
+def test_flashi2v_from_t2v_weights_is_exactly_the_t2v_model():
+    cfg = small_config(model_type="t2v")
+    torch.manual_seed(1)
+    t2v = WanTransformer(cfg).eval()
+    fl = FlashI2VTransformer(cfg.replace(model_type="flashi2v"))
+    missing, unexpected = fl.load_state_dict(t2v.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("fourier_embedding.", "learnable_proj.")) for k in missing)
+    fl.eval()
+    x, t, ctx = torch.randn(2, 16, 3, 8, 8), torch.tensor([900.0, 10.0]), torch.randn(2, 7, 32)
+    z = torch.randn(2, 16, 1, 8, 8)
+    den = FlashI2VDenoiser(fl, z, 3)
+    assert torch.equal(den.condition.shift, torch.zeros_like(den.condition.shift))  # φ ≡ 0 at init
+    with torch.no_grad():
+        assert torch.equal(den(x, t, ctx), t2v(x, t, ctx))
+
+
+def test_input_validation():
+    m = FlashI2VTransformer(small_config()).eval()
+    x, t, ctx = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 5, 32)
+    with pytest.raises(ValueError, match="fourier_features"):
+        m(x, t, ctx)
+    with pytest.raises(ValueError, match="x must be"):
+        m(torch.randn(1, 4, 2, 8, 8), t, ctx, torch.randn(1, 4, 2, 8, 8))
+    with pytest.raises(ValueError, match="divisible"):
+        m(torch.randn(1, 16, 2, 7, 8), t, ctx, torch.randn(1, 16, 2, 7, 8))
+    with pytest.raises(ValueError, match="context"):
+        m(x, t, torch.randn(1, 5, 31), x)
+    with pytest.raises(ValueError):
+        FlashI2VTransformer(small_config(model_type="t2v"))
+
+
+def test_conv3x3x3_projection_option():
+    m = FlashI2VTransformer(small_config(conv3x3x3_proj=True))
+    assert m.learnable_proj.proj[0].weight.shape == (64, 16, 3, 3, 3)
+    with torch.no_grad():
+        m.learnable_proj.proj[2].weight.normal_()
+    out = m.project_first_frame(torch.randn(2, 16, 1, 8, 8))
+    assert out.shape == (2, 16, 1, 8, 8) and out.dtype == torch.float32
+
+
+def test_bf16_policy_keeps_sensitive_parts_fp32_and_ode_state_fp32():
+    torch.manual_seed(0)
+    m = apply_precision(FlashI2VTransformer(small_config()), torch.bfloat16).eval()
+    for name, p in m.named_parameters():
+        assert p.dtype == (torch.float32 if keeps_fp32(name) else torch.bfloat16), name
+    assert m.time_embedding[0].weight.dtype == torch.float32 and m.blocks[0].modulation.dtype == torch.float32
+    assert m.blocks[0].ffn[0].weight.dtype == torch.bfloat16 and m.dtype == torch.bfloat16
+    torch.manual_seed(0)
+    ref = FlashI2VTransformer(small_config()).eval()
+    z, noise, ctx = torch.randn(1, 16, 1, 8, 8), torch.randn(1, 16, 2, 8, 8), torch.randn(1, 5, 32)
+    with torch.no_grad():
+        m.learnable_proj.proj[2].weight.normal_(std=0.1)
+        ref.learnable_proj.proj[2].weight.copy_(m.learnable_proj.proj[2].weight)
+    states = []
+    out = sample_euler(FlashI2VDenoiser(m, z, 2), noise, inference_sigmas(3), ctx, -ctx, 5.0, progress=False,
+                       callback=lambda s: states.append(s["x_next"].dtype))
+    assert out.dtype == torch.float32 and set(states) == {torch.float32}
+    out32 = sample_euler(FlashI2VDenoiser(ref, z, 2), noise, inference_sigmas(3), ctx, -ctx, 5.0, progress=False)
+    rel = (out - out32).norm() / out32.norm()
+    assert rel < 0.05, rel  # bf16 matmuls, fp32 everything else
+
+
+def test_attention_backend_selection():
+    q, k, v = torch.randn(1, 5, 2, 8), torch.randn(1, 7, 2, 8), torch.randn(1, 7, 2, 8)
+    ref = torch.softmax(torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(8), -1)
+    torch.testing.assert_close(attention(q, k, v), torch.einsum("bhqk,bkhd->bqhd", ref, v))
+    assert get_attention_backend() == "auto"
+    with pytest.raises(ConfigError):
+        set_attention_backend("xformers")
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="flash-attn"):
+            set_attention_backend("flash2")
+    set_attention_backend("sdpa")
+    try:
+        torch.testing.assert_close(attention(q, k, v), torch.einsum("bhqk,bkhd->bqhd", ref, v))
+    finally:
+        set_attention_backend("auto")

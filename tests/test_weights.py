@@ -1,0 +1,161 @@
+"""Weight formats: official single files, T2V -> FlashI2V init, MindSpeed names, our model folder; strict errors."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import randomize_, small_config
+from flashi2v import CheckpointError, FlashI2VTransformer, WanTransformer, load_transformer, save_transformer
+from flashi2v.method import FlashI2VDenoiser
+from flashi2v.precision import apply_precision
+from flashi2v.weights import infer_config
+from flashi2v.weights.mindspeed import is_mindspeed, official_to_mindspeed
+
+X = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+Z = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+CTX = torch.randn(1, 6, 32, generator=torch.Generator().manual_seed(2))
+T = torch.tensor([321.0])
+
+
+def _out(model):
+    with torch.no_grad():
+        if isinstance(model, FlashI2VTransformer):
+            return FlashI2VDenoiser(model, Z, 2)(X, T, CTX)
+        return model(X, T, CTX)
+
+
+def _save(sd, path):
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(sd, str(path))
+    else:
+        torch.save(sd, path)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+@pytest.mark.parametrize("model_type", ["flashi2v", "t2v"])
+def test_official_single_file(tmp_path, suffix, model_type):
+    cfg = small_config(model_type=model_type, num_heads=2, dim=256, ffn_dim=64, num_layers=1)  # head dim 128
+    ref = randomize_(FlashI2VTransformer(cfg) if model_type == "flashi2v" else WanTransformer(cfg)).eval()
+    path = tmp_path / f"ckpt{suffix}"
+    _save(ref.state_dict(), path)
+    model, report = load_transformer(path)  # architecture inferred from the shapes (heads = dim / 128)
+    assert model.config == cfg.replace(text_len=512)
+    assert report.format == "official" and len(report.loaded) == len(ref.state_dict()) and not report.initialized
+    assert not model.training
+    assert torch.equal(_out(model), _out(ref))
+    # an explicit config (heads not inferable) works too
+    model2, _ = load_transformer(path, cfg)
+    assert torch.equal(_out(model2), _out(ref))
+
+
+def test_wrapper_prefix_and_container_are_unwrapped(tmp_path):
+    ref = randomize_(FlashI2VTransformer(small_config())).eval()
+    sd = {"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}
+    torch.save(sd, tmp_path / "wrapped.pt")
+    model, _ = load_transformer(tmp_path / "wrapped.pt", small_config())
+    assert torch.equal(_out(model), _out(ref))
+
+
+def test_flashi2v_from_t2v_checkpoint_reports_filled_and_initialised(tmp_path):
+    cfg = small_config(model_type="t2v")
+    t2v = randomize_(WanTransformer(cfg)).eval()
+    path = tmp_path / "diffusion_pytorch_model.safetensors"
+    _save(t2v.state_dict(), path)
+    with pytest.raises(CheckpointError, match="from_t2v=True"):  # official bug §12.1: never silently ignore the image
+        load_transformer(path, cfg.replace(model_type="flashi2v"))
+    model, report = load_transformer(path, cfg.replace(model_type="flashi2v"), from_t2v=True)
+    assert isinstance(model, FlashI2VTransformer)
+    assert sorted(report.loaded) == sorted(t2v.state_dict())
+    assert sorted(report.initialized) == sorted(k for k in model.state_dict() if k.startswith(("fourier_", "learnable_")))
+    assert "initialised 8 tensors (fourier_embedding, learnable_proj)" in report.summary()
+    assert torch.equal(model.learnable_proj.proj[2].weight, torch.zeros_like(model.learnable_proj.proj[2].weight))
+    assert model.learnable_proj.proj[0].weight.abs().sum() > 0  # xavier, not garbage or zeros
+    assert torch.equal(_out(model), _out(t2v))  # exactly the T2V model at step 0
+    # inferred config path: a T2V checkpoint + from_t2v gives a FlashI2V model of the same dims
+    model3, _ = load_transformer(path, from_t2v=True, num_heads=4)
+    assert model3.config.is_flashi2v and model3.config.dim == 64
+
+
+def test_partial_branch_is_an_error(tmp_path):
+    ref = randomize_(FlashI2VTransformer(small_config()))
+    sd = {k: v for k, v in ref.state_dict().items() if k != "learnable_proj.proj.2.bias"}
+    with pytest.raises(CheckpointError, match="1 missing: learnable_proj.proj.2.bias"):
+        load_transformer(sd, small_config())
+    with pytest.raises(CheckpointError, match="only part of the learnable_proj"):
+        load_transformer(sd, small_config(), from_t2v=True)
+
+
+def test_mindspeed_names_are_renamed_automatically(tmp_path):
+    cfg = small_config(conv3x3x3_proj=True, num_heads=2, dim=256, ffn_dim=64, num_layers=2)
+    ref = randomize_(FlashI2VTransformer(cfg)).eval()
+    ms = official_to_mindspeed(ref.state_dict())
+    assert is_mindspeed(ms) and not is_mindspeed(ref.state_dict())
+    assert "blocks.1.self_attn.proj_q.weight" in ms and "blocks.0.cross_attn.proj_out.bias" in ms
+    assert "blocks.0.self_attn.q_norm.weight" in ms and "text_embedding.linear_2.weight" in ms
+    assert "learnable_proj.0.weight" in ms
+    _save(ms, tmp_path / "flashi2v_1_3B.pt")
+    model, report = load_transformer(tmp_path / "flashi2v_1_3B.pt")
+    assert report.format == "mindspeed" and report.renamed > 0
+    assert model.config.conv3x3x3_proj  # 3x3x3 inferred from the kernel shape
+    assert torch.equal(_out(model), _out(ref))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_model_folder_round_trip_is_lossless(tmp_path, dtype):
+    ref = apply_precision(randomize_(FlashI2VTransformer(small_config(conv3x3x3_proj=True))), dtype).eval()
+    save_transformer(ref, tmp_path / "transformer")
+    cfg = json.loads((tmp_path / "transformer" / "config.json").read_text())
+    assert cfg["format"] == "flashi2v-transformer" and cfg["conv3x3x3_proj"] is True and cfg["num_heads"] == 4
+    model, report = load_transformer(tmp_path / "transformer", dtype=dtype)
+    assert report.format == "folder" and model.config == ref.config
+    for (n, a), (_, b) in zip(ref.state_dict().items(), model.state_dict().items()):
+        assert a.dtype == b.dtype and torch.equal(a, b), n
+    with pytest.raises(CheckpointError, match="already exists"):
+        save_transformer(ref, tmp_path / "transformer")
+    save_transformer(ref, tmp_path / "transformer", overwrite=True)
+
+
+def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
+    import flashi2v.weights.transformer as wt
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(wt, "save_safetensors", boom)
+    with pytest.raises(RuntimeError):
+        save_transformer(FlashI2VTransformer(small_config()), tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_strict_errors_list_every_problem(tmp_path):
+    ref = FlashI2VTransformer(small_config())
+    sd = dict(ref.state_dict())
+    sd.pop("blocks.0.ffn.0.bias")
+    sd["blocks.0.extra.weight"] = torch.zeros(3)
+    sd["head.head.weight"] = torch.zeros(5, 64)
+    with pytest.raises(CheckpointError) as e:
+        load_transformer(sd, small_config())
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "1 missing: blocks.0.ffn.0.bias" in msg and "1 unexpected: blocks.0.extra.weight" in msg
+    assert "head.head.weight ([5, 64] vs model [64, 64])" in msg
+
+
+def test_unreadable_inputs(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_transformer(tmp_path / "nope.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_transformer(bad)
+    torch.save({"a": 1}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="state dict of tensors"):
+        load_transformer(tmp_path / "x.pt")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(CheckpointError, match="without config.json"):
+        load_transformer(tmp_path / "folder")
+    with pytest.raises(CheckpointError, match="infer"):
+        infer_config({"foo": torch.zeros(1)})

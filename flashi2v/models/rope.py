@@ -34,7 +34,8 @@ def rope_table(head_dim: int, max_pos: int = MAX_POSITIONS) -> torch.Tensor:
 
 
 @lru_cache(maxsize=32)
-def _grid_cos_sin(head_dim: int, grid: tuple[int, int, int], device: torch.device, dtype: torch.dtype):
+def grid_freqs(head_dim: int, grid: tuple[int, int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Unit complex rotations [f*h*w, 1, d/2] for the tokens of ``grid`` in (f, y, x) order (cached per grid)."""
     f, h, w = grid
     if max(grid) > MAX_POSITIONS:
         raise ValueError(f"RoPE supports at most {MAX_POSITIONS} positions per axis, got grid {grid}")
@@ -46,25 +47,24 @@ def _grid_cos_sin(head_dim: int, grid: tuple[int, int, int], device: torch.devic
             a_w[None, None, :w, :].expand(f, h, w, -1),
         ],
         dim=-1,
-    ).reshape(f * h * w, 1, head_dim // 2)  # [L, 1, d/2], broadcast over heads
-    return angles.cos().to(device, dtype), angles.sin().to(device, dtype)
+    ).reshape(f * h * w, 1, head_dim // 2)  # broadcast over heads
+    return torch.polar(torch.ones_like(angles), angles).to(device=device, dtype=dtype)
 
 
 def rope_apply(x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-    """Rotate q or k of shape [B, L, H, d] whose first f*h*w tokens lie on ``grid`` = (f, h, w) in (f, y, x) order.
+    """Rotate q or k of shape [B, L, H, d] whose first f*h*w tokens lie on ``grid`` = (f, y, x) order.
 
-    Computed in float64 for float32 inputs (bit-for-bit what the official complex128 code gives) and in float32 for
-    half-precision inputs (the documented GPU policy). Tokens beyond f*h*w pass through unrotated. Returns float32
-    for float32 input, otherwise the input dtype.
+    Computed in complex128 for float32 inputs (bit-for-bit the official code) and in complex64 for half-precision
+    inputs (the documented GPU policy). Tokens beyond f*h*w pass through unrotated. Returns float32 for float32
+    input, otherwise the input dtype.
     """
     b, seq, heads, d = x.shape
     n = grid[0] * grid[1] * grid[2]
-    compute = torch.float64 if x.dtype in (torch.float32, torch.float64) else torch.float32
-    cos, sin = _grid_cos_sin(d, tuple(int(g) for g in grid), x.device, compute)
-    xr = x[:, :n].to(compute).reshape(b, n, heads, d // 2, 2)
-    a, bb = xr[..., 0], xr[..., 1]
-    out = torch.stack((a * cos - bb * sin, a * sin + bb * cos), dim=-1).flatten(3)
-    out = out.to(torch.float32 if x.dtype in (torch.float32, torch.float64) else x.dtype)
+    full = x.dtype in (torch.float32, torch.float64)
+    real, cplx = (torch.float64, torch.complex128) if full else (torch.float32, torch.complex64)
+    freqs = grid_freqs(d, tuple(int(g) for g in grid), x.device, cplx)
+    xc = torch.view_as_complex(x[:, :n].to(real).reshape(b, n, heads, d // 2, 2))
+    out = torch.view_as_real(xc * freqs).flatten(3).to(torch.float32 if full else x.dtype)
     if n < seq:
         out = torch.cat([out, x[:, n:].to(out.dtype)], dim=1)
     return out

@@ -51,8 +51,7 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight.float()).to(x.dtype)
+        return (F.rms_norm(x.float(), (x.shape[-1],), None, self.eps) * self.weight.float()).to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -106,11 +105,11 @@ class WanBlock(nn.Module):
         # x: fp32 residual stream [B, L, D]; e0: fp32 [B, 6, D]; context: embedded text in compute dtype.
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e0).chunk(6, dim=1)
         cdt = self.self_attn.q.weight.dtype
-        y = self.self_attn((self.norm1(x) * (1 + scale1) + shift1).to(cdt), grid)
-        x = x + y.float() * gate1
+        y = self.self_attn(torch.addcmul(shift1, self.norm1(x), 1 + scale1).to(cdt), grid)
+        x = torch.addcmul(x, y.float(), gate1)
         x = x + self.cross_attn(self.norm3(x).to(cdt), context).float()
-        y = self.ffn((self.norm2(x) * (1 + scale2) + shift2).to(cdt))
-        return x + y.float() * gate2
+        y = self.ffn(torch.addcmul(shift2, self.norm2(x), 1 + scale2).to(cdt))
+        return torch.addcmul(x, y.float(), gate2)
 
 
 class Head(nn.Module):
@@ -215,7 +214,7 @@ class WanTransformer(nn.Module):
 
         h = self.embed_patches(x, fourier_features)  # [B, D, f, gh, gw]
         grid = tuple(h.shape[2:])
-        tokens = h.flatten(2).transpose(1, 2).float()  # residual stream in fp32, (f, y, x) order
+        tokens = h.flatten(2).transpose(1, 2).float().contiguous()  # residual stream in fp32, (f, y, x) order
         e, e0 = self.embed_time(t)
         ctx = self.text_embedding(context.to(self.dtype))
         for block in self.blocks:

@@ -39,8 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-
 from ..config import TransformerConfig
 from ..errors import CheckpointError, ConfigError
 

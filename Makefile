@@ -13,3 +13,8 @@ test: install
 
 bench: install
 	$(PY) benchmarks/dit_forward.py
+
+demo: install
+	$(PY) examples/make_tiny_model.py --output outputs/tiny-random --image outputs/astronaut.png
+	flashi2v generate --model outputs/tiny-random --image outputs/astronaut.png \
+		--prompt "an astronaut waves at the camera" --output outputs/demo.mp4

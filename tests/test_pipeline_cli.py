@@ -1,0 +1,223 @@
+"""End to end: tiny random-weight components in a model folder, the pipeline API and the `flashi2v` CLI."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import randomize_
+from flashi2v import FlashI2VTransformer, TransformerConfig, WanTransformer
+from flashi2v.cli import main
+from flashi2v.pipeline import FlashI2VPipeline, GenerationDefaults
+
+TINY = dict(dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=384, text_len=24)
+DEFAULTS = GenerationDefaults(num_frames=5, height=32, width=48, num_steps=2, fps=12)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    from flashi2v.text import MiniLMTextEncoder
+    from flashi2v.vae import WanVAE
+
+    torch.manual_seed(0)
+    vae = WanVAE(base_dim=8)
+    text = MiniLMTextEncoder.from_package(text_len=24)  # real pretrained weights, offline
+    i2v = randomize_(FlashI2VTransformer(TransformerConfig(**TINY)), seed=1)
+    t2v = randomize_(WanTransformer(TransformerConfig(**TINY, model_type="t2v")), seed=2)
+    return vae, text, i2v, t2v
+
+
+@pytest.fixture(scope="module")
+def model_dir(parts, tmp_path_factory):
+    vae, text, i2v, _ = parts
+    folder = tmp_path_factory.mktemp("m") / "tiny-flashi2v"
+    FlashI2VPipeline(i2v, vae, text, DEFAULTS).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def t2v_dir(parts, tmp_path_factory):
+    vae, text, _, t2v = parts
+    folder = tmp_path_factory.mktemp("m") / "tiny-t2v"
+    FlashI2VPipeline(t2v, vae, text, DEFAULTS).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("img") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def test_pipeline_round_trip_seeds_and_batch(model_dir, image):
+    pipe = FlashI2VPipeline.from_pretrained(model_dir, device="cpu")
+    assert pipe.is_i2v and pipe.defaults == DEFAULTS
+    a = pipe(image, "an astronaut waves", seed=7, progress=False)
+    assert a.frames.shape == (1, 5, 32, 48, 3) and a.frames.dtype == torch.uint8 and a.seeds == [7]
+    b = pipe(image, "an astronaut waves", seed=7, progress=False)
+    assert torch.equal(a.frames, b.frames)  # same seed -> same video
+    c = pipe(image, "an astronaut waves", seed=8, progress=False)
+    assert not torch.equal(a.latents, c.latents)  # different seed -> different video
+    batch = pipe(image, "an astronaut waves", seed=7, batch=2, progress=False)
+    assert batch.seeds == [7, 8]
+    assert not torch.equal(batch.latents[0], batch.latents[1])  # each sample its own noise
+    torch.testing.assert_close(batch.latents[0], a.latents[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batch.latents[1], c.latents[0], atol=1e-5, rtol=1e-5)
+    # two prompts with their own images
+    two = pipe([image, image], ["a", "b"], seed=1, progress=False, num_frames=1)
+    assert two.frames.shape == (2, 1, 32, 48, 3)
+
+
+def test_pipeline_options_and_errors(model_dir, image):
+    from flashi2v import InputError
+
+    pipe = FlashI2VPipeline.from_pretrained(model_dir, device="cpu", offload=True)
+    out = pipe(image, "x", seed=0, keep_aspect=True, height=32, width=32, progress=False, guidance_scale=1.0)
+    assert out.frames.shape[2:4] == (32, 32)  # square astronaut keeps a square aspect
+    for kwargs, msg in [
+        (dict(num_frames=6), "4k\\+1"),
+        (dict(height=40), "multiple of 16"),
+        (dict(num_steps=0), "num_steps"),
+        (dict(cutoff_ratio=2.0), "cutoff_ratio"),
+    ]:
+        with pytest.raises(InputError, match=msg):
+            pipe(image, "x", progress=False, **kwargs)
+    with pytest.raises(InputError, match="pass an image"):
+        pipe(None, "x", progress=False)
+    with pytest.raises(InputError, match="does not exist"):
+        pipe("/nonexistent.png", "x", progress=False)
+
+
+def test_cli_generate_mp4(model_dir, image, tmp_path, capsys):
+    from flashi2v.media import read_video
+
+    out = tmp_path / "out.mp4"
+    rc = main(["generate", "--model", str(model_dir), "--image", str(image), "--prompt", "an astronaut",
+               "--output", str(out), "--seed", "3", "--quiet"])
+    assert rc == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (5, 32, 48, 3) and fps == 12
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"wrote {out} (5 frames, 32x48, 12 fps) in ") and line.endswith(" s")
+    out2 = tmp_path / "out2.mp4"
+    assert main(["generate", "--model", str(model_dir), "--image", str(image), "--prompt", "an astronaut",
+                 "--output", str(out2), "--seed", "3", "--quiet", "--num-frames", "9", "--fps", "8"]) == 0
+    frames2, fps2 = read_video(out2)
+    assert frames2.shape[0] == 9 and fps2 == 8
+    gif = tmp_path / "o.gif"
+    assert main(["generate", "--model", str(model_dir), "--image", str(image), "--prompt", "p", "--output", str(gif),
+                 "--quiet"]) == 0 and gif.is_file()
+    pngs = tmp_path / "frames"
+    assert main(["generate", "--model", str(model_dir), "--image", str(image), "--prompt", "p", "--output", str(pngs),
+                 "--quiet"]) == 0 and len(list(pngs.glob("*.png"))) == 5
+
+
+def test_cli_batch_mode_and_grid(model_dir, image, tmp_path):
+    from flashi2v.media import read_video
+
+    (tmp_path / "prompts.txt").write_text("a cat\na dog\n")
+    (tmp_path / "images.txt").write_text(f"{image}\n{image.name}\n")
+    (tmp_path / image.name).write_bytes(image.read_bytes())  # relative paths resolve against images.txt's folder
+    out_dir = tmp_path / "samples"
+    rc = main(["generate", "--model", str(model_dir), "--prompts-txt", str(tmp_path / "prompts.txt"),
+               "--images-txt", str(tmp_path / "images.txt"), "--output-dir", str(out_dir), "--grid", "--quiet"])
+    assert rc == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["video_0.mp4", "video_1.mp4", "video_grid.mp4"]
+    v0, _ = read_video(out_dir / "video_0.mp4")
+    v1, _ = read_video(out_dir / "video_1.mp4")
+    assert v0.shape == v1.shape == (5, 32, 48, 3) and not torch.equal(v0, v1)
+    grid, _ = read_video(out_dir / "video_grid.mp4")
+    assert grid.shape[0] == 5 and grid.shape[1] > 32
+
+
+def test_t2v_model_folder(t2v_dir, image, tmp_path):
+    pipe = FlashI2VPipeline.from_pretrained(t2v_dir, device="cpu")
+    assert not pipe.is_i2v
+    out = pipe(None, "a red ball", seed=1, progress=False)
+    assert out.frames.shape == (1, 5, 32, 48, 3)
+    assert main(["generate", "--model", str(t2v_dir), "--prompt", "a red ball", "--output",
+                 str(tmp_path / "t.mp4"), "--quiet"]) == 0
+    assert main(["generate", "--model", str(t2v_dir), "--prompt", "a", "--image", str(image), "--output",
+                 str(tmp_path / "t.mp4")]) == 2
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--image", "missing.png", "--prompt", "x"], "--image file not found: missing.png"),
+        (["--image", "{img}", "--prompt", "x", "--num-frames", "6"], "num_frames must be 4k+1"),
+        (["--image", "{img}", "--prompt", "x", "--height", "50"], "height 50 is not a multiple of 16"),
+        (["--image", "{img}"], "no prompt"),
+        (["--image", "{img}", "--prompt", "x", "--bogus"], "unrecognized arguments: --bogus"),
+        (["--image", "{img}", "--prompt", "x", "--steps", "two"], "invalid int value"),
+    ],
+)
+def test_cli_user_errors_are_one_line_exit_2(model_dir, image, capsys, extra, message):
+    argv = ["generate", "--model", str(model_dir)] + [a.replace("{img}", str(image)) for a in extra] + ["--quiet"]
+    with pytest.raises(SystemExit) if "--bogus" in extra or "two" in extra else _nullcontext() as exc:
+        rc = main(argv)
+    rc = exc.value.code if exc is not None and hasattr(exc, "value") else rc
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_cli_missing_model_and_debug_flag(tmp_path, capsys, image):
+    assert main(["generate", "--model", str(tmp_path / "none"), "--image", str(image), "--prompt", "x"]) == 2
+    assert "--model folder not found" in capsys.readouterr().err
+    from flashi2v import InputError
+
+    with pytest.raises(InputError):
+        main(["--debug", "generate", "--model", str(tmp_path / "none"), "--image", str(image), "--prompt", "x"])
+
+
+def test_console_script_entry_point(model_dir, image, tmp_path):
+    """The installed `flashi2v` command itself: exit code 2 and one stderr line on a user error."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    r = subprocess.run([sys.executable, "-m", "flashi2v.cli", "generate", "--model", str(model_dir), "--image",
+                        str(image), "--prompt", "x", "--num-frames", "4"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "flashi2v generate: error: num_frames must be 4k+1 (1, 5, 9, ..., 49, ...), got 4; try 1 or 5"]
+
+
+def test_convert_from_official_files(parts, tmp_path, image):
+    from flashi2v.media import read_video
+
+    vae, _, i2v, _ = parts
+    torch.save(i2v.state_dict(), tmp_path / "flashi2v.pt")
+    torch.save(vae.official_state_dict(), tmp_path / "Wan2.1_VAE.pth")
+    out = tmp_path / "converted"
+    rc = main(["convert", "--transformer", str(tmp_path / "flashi2v.pt"), "--num-heads", "4", "--vae",
+               str(tmp_path / "Wan2.1_VAE.pth"), "--text-encoder", "minilm", "--text-len", "24", "--output", str(out)])
+    assert rc == 0
+    pipe = FlashI2VPipeline.from_pretrained(out, device="cpu")
+    for (n, a), (_, b) in zip(i2v.state_dict().items(), pipe.transformer.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert main(["generate", "--model", str(out), "--image", str(image), "--prompt", "x", "--output",
+                 str(tmp_path / "c.mp4"), "--num-frames", "5", "--height", "32", "--width", "32", "--steps", "1",
+                 "--quiet"]) == 0
+    assert read_video(tmp_path / "c.mp4")[0].shape == (5, 32, 32, 3)
+    # refuses to overwrite; a component that does not fit writes nothing
+    assert main(["convert", "--transformer", str(tmp_path / "flashi2v.pt"), "--vae", str(tmp_path / "Wan2.1_VAE.pth"),
+                 "--text-encoder", "minilm", "--output", str(out)]) == 2
+    t2v_bad = {k: v for k, v in i2v.state_dict().items() if not k.startswith("text_embedding")}
+    torch.save(t2v_bad, tmp_path / "broken.pt")
+    bad_out = tmp_path / "bad"
+    assert main(["convert", "--transformer", str(tmp_path / "broken.pt"), "--num-heads", "4", "--vae",
+                 str(tmp_path / "Wan2.1_VAE.pth"), "--text-encoder", "minilm", "--output", str(bad_out)]) == 2
+    assert not bad_out.exists() and not any(p.name.startswith(".bad") for p in tmp_path.iterdir())

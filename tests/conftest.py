@@ -72,3 +72,28 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) / max(1, p[0].numel() if p.ndim > 1 else 1) ** 0.5 * (0.1 if p.ndim == 1 else 1))
     return model
+
+
+def make_tiny_t5_tokenizer(folder):
+    """A 64-piece Unigram tokenizer with T5 conventions (<pad>=0, </s>=1, <unk>=2, EOS appended), built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    words = [
+        "▁a", "▁the", "▁cat", "▁dog", "▁on", "▁in", "▁is", "▁runs", "▁running", "▁beach", "▁red", "▁blue",
+        "▁sky", "▁of", "▁and", "▁with", "ing", "er", "ed", "s", "▁,", "▁.", ",", ".", "▁A", "▁The", "▁big",
+        "▁small", "▁sea", "▁sun", "▁car", "▁man", "▁woman", "▁tree",
+    ]  # fmt: skip
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
+    vocab += [(c, -4.0) for c in letters] + [(w, -2.0) for w in words]
+    assert len(vocab) == 64
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    fast.save_pretrained(folder)
+    return folder

@@ -221,3 +221,49 @@ def test_convert_from_official_files(parts, tmp_path, image):
     assert main(["convert", "--transformer", str(tmp_path / "broken.pt"), "--num-heads", "4", "--vae",
                  str(tmp_path / "Wan2.1_VAE.pth"), "--text-encoder", "minilm", "--output", str(bad_out)]) == 2
     assert not bad_out.exists() and not any(p.name.startswith(".bad") for p in tmp_path.iterdir())
+
+
+def test_convert_official_umt5_and_diffusers_folders(tmp_path, image):
+    """convert from a diffusers Wan transformer folder + diffusers VAE folder + official umT5 .pth + tokenizer."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from safetensors.torch import load_file
+    from conftest import golden_path, make_tiny_t5_tokenizer
+    from flashi2v.media import read_video
+
+    t5 = load_file(str(golden_path("t5", "tiny_t5_weights.safetensors")))  # official names, dim 32
+    torch.save(t5, tmp_path / "models_t5_umt5-xxl-enc-bf16.pth")
+    tok_dir = make_tiny_t5_tokenizer(tmp_path / "tokenizer")
+    torch.manual_seed(0)
+    dit = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, in_channels=16,
+                                out_channels=16, text_dim=32, freq_dim=256, ffn_dim=128, num_layers=2,
+                                cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6)
+    randomize_(dit, seed=3)
+    dit.save_pretrained(tmp_path / "dit", max_shard_size="200KB")
+    vae = AutoencoderKLWan(base_dim=8, z_dim=16)
+    vae.save_pretrained(tmp_path / "vae")
+    out = tmp_path / "t2v-model"
+    rc = main(["convert", "--transformer", str(tmp_path / "dit"), "--vae", str(tmp_path / "vae"), "--text-encoder",
+               str(tmp_path / "models_t5_umt5-xxl-enc-bf16.pth"), "--tokenizer", str(tok_dir), "--text-len", "16",
+               "--output", str(out)])
+    assert rc == 0
+    assert main(["generate", "--model", str(out), "--prompt", "a red car on the beach", "--output",
+                 str(tmp_path / "t.mp4"), "--num-frames", "5", "--height", "32", "--width", "32", "--steps", "1",
+                 "--quiet"]) == 0
+    assert read_video(tmp_path / "t.mp4")[0].shape == (5, 32, 32, 3)
+    # an official .pth without --tokenizer is a clear error
+    assert main(["convert", "--transformer", str(tmp_path / "dit"), "--vae", str(tmp_path / "vae"), "--text-encoder",
+                 str(tmp_path / "models_t5_umt5-xxl-enc-bf16.pth"), "--output", str(tmp_path / "x")]) == 2
+
+
+def test_out_of_memory_is_one_line(model_dir, image, tmp_path, capsys, monkeypatch):
+    from flashi2v.pipeline import FlashI2VPipeline as P
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(P, "__call__", oom)
+    rc = main(["generate", "--model", str(model_dir), "--image", str(image), "--prompt", "x", "--output",
+               str(tmp_path / "o.mp4")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of memory" in err[0] and "--offload" in err[0]

@@ -17,6 +17,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from conftest import make_tiny_t5_tokenizer  # noqa: E402
 
 from flashi2v.errors import CheckpointError, ConfigError, FlashI2VError, InputError  # noqa: E402
 from flashi2v.text import WAN_NEGATIVE_PROMPT, clean_prompt, load_text_encoder  # noqa: E402
@@ -58,28 +59,7 @@ def _single_line(exc: BaseException) -> str:
 @pytest.fixture(scope="module")
 def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     """A 64-piece Unigram tokenizer with T5 conventions (<pad>=0, </s>=1, <unk>=2, EOS appended), built offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    letters = list("abcdefghijklmnopqrstuvwxyz")
-    words = [
-        "▁a", "▁the", "▁cat", "▁dog", "▁on", "▁in", "▁is", "▁runs", "▁running", "▁beach", "▁red", "▁blue",
-        "▁sky", "▁of", "▁and", "▁with", "ing", "er", "ed", "s", "▁,", "▁.", ",", ".", "▁A", "▁The", "▁big",
-        "▁small", "▁sea", "▁sun", "▁car", "▁man", "▁woman", "▁tree",
-    ]  # fmt: skip
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
-    vocab += [(c, -4.0) for c in letters] + [(w, -2.0) for w in words]
-    assert len(vocab) == TINY["vocab_size"]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    folder = tmp_path_factory.mktemp("tiny_tokenizer")
-    fast.save_pretrained(folder)
-    return folder
+    return make_tiny_t5_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
 
 
 @pytest.fixture(scope="module")
@@ -214,11 +194,16 @@ def test_official_loading_is_strict(golden_t5):
     with pytest.raises(CheckpointError, match=mismatch):
         UMT5TextEncoder.from_official(bad, None, config=TINY)
 
-    # the tiny checkpoint against the default (XXL) config: every tensor mis-shaped, one line
+    # the tiny checkpoint against an explicit XXL config: every tensor mis-shaped, one line
+    from flashi2v.text.umt5 import infer_official_config, umt5_config
+
     with pytest.raises(CheckpointError, match="shape mismatches") as exc:
-        UMT5TextEncoder.from_official(weights, None)
+        UMT5TextEncoder.from_official(weights, None, config=umt5_config())
     msg = _single_line(exc.value)
     assert "missing" in msg and "+" in msg  # 2 layers given, 24 expected; long lists are shortened
+    # without a config the architecture is read off the tensors
+    assert infer_official_config(weights) == dict(TINY, num_buckets=32)
+    assert UMT5TextEncoder.from_official(weights, None).dim == 32
 
 
 def test_official_loading_file_errors(tmp_path, tiny_tokenizer_dir):

@@ -157,6 +157,21 @@ def umt5_config(
     )
 
 
+def infer_official_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """:func:`umt5_config` arguments read off an official-names state dict (heads from the per-layer
+    relative-position table [num_buckets, num_heads]); the real file gives umT5-XXL."""
+    try:
+        vocab, d_model = state_dict["token_embedding.weight"].shape
+        buckets, heads = state_dict["blocks.0.pos_embedding.embedding.weight"].shape
+        dim_attn = state_dict["blocks.0.attn.q.weight"].shape[0]
+        d_ff = state_dict["blocks.0.ffn.fc1.weight"].shape[0]
+    except KeyError as e:
+        raise CheckpointError(f"not an official umT5 encoder state dict (no {e}); pass the official .pth") from None
+    layers = {int(k.split(".")[1]) for k in state_dict if k.startswith("blocks.")}
+    return dict(vocab_size=int(vocab), d_model=int(d_model), d_kv=int(dim_attn // heads), num_heads=int(heads),
+                d_ff=int(d_ff), num_layers=len(layers), num_buckets=int(buckets))
+
+
 def _as_config(config: Any) -> Any:
     from transformers import UMT5Config
 
@@ -344,7 +359,8 @@ class UMT5TextEncoder(TextEncoder):
         official names) through the explicit key map, strictly, plus the tokenizer folder (for Wan2.1:
         ``<Wan2.1 folder>/google/umt5-xxl``; ``None`` allows only :meth:`encode_ids`).
 
-        ``config``: ``None`` = umT5-XXL, or a ``UMT5Config`` / dict of :func:`umt5_config` arguments.
+        ``config``: ``None`` = read off the tensor shapes (:func:`infer_official_config`; umT5-XXL for the real
+        file), or a ``UMT5Config`` / dict of :func:`umt5_config` arguments.
         The model is built on the meta device and the checkpoint tensors are assigned, so no weight is ever left
         uninitialised and no extra copy is made before the dtype/device conversion.
         """
@@ -352,6 +368,8 @@ class UMT5TextEncoder(TextEncoder):
             state_dict, source = dict(checkpoint), "umT5 state dict"
         else:
             state_dict, source = load_official_state_dict(checkpoint), f"umT5 checkpoint {checkpoint}"
+        if config is None:
+            config = infer_official_config(state_dict)
         model = cls.build_model(config, device="meta")
         converted = convert_official_state_dict(state_dict, model, source=source)
         model.load_state_dict(converted, strict=True, assign=True)

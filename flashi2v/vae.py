@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from flashi2v.errors import CheckpointError, ConfigError, InputError
+from flashi2v.weights.io import format_key_problems, read_safetensors, short_list
 
 __all__ = [
     "WAN21_LATENTS_MEAN",
@@ -220,33 +221,6 @@ def official_to_diffusers_key_map(
 # ----------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def _fmt_names(names: Sequence[str], limit: int = 6) -> str:
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    if len(names) > limit:
-        shown += f", ... (+{len(names) - limit} more)"
-    return shown
-
-
-def _shape(t: torch.Tensor) -> str:
-    return "(" + ",".join(str(s) for s in t.shape) + ")"
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
-        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"cannot read safetensors file {path}: {type(exc).__name__}: {first_line}; "
-            "check that the file is complete (re-copy or re-download it)"
-        ) from exc
-
-
 def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
@@ -269,7 +243,7 @@ def _check_state_dict_values(sd: Mapping, source: str) -> None:
     bad = [str(k) for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(
-            f"{source}: {len(bad)} entries are not name -> tensor pairs ({_fmt_names(bad)}); "
+            f"{source}: {len(bad)} entries are not name -> tensor pairs ({short_list(bad)}); "
             "pass a plain state dict of tensors"
         )
 
@@ -558,27 +532,17 @@ class WanVAE(nn.Module):
         name_of = name_of or {}
         missing = [name_of.get(k, k) for k in expected if k not in sd]
         unexpected = [name_of.get(k, k) for k in sd if k not in expected]
-        mismatched = [
-            f"{name_of.get(k, k)}: file {_shape(v)} vs model {_shape(expected[k])}"
-            for k, v in sd.items()
-            if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-        ]
+        mismatched = [(name_of.get(k, k), tuple(v.shape), tuple(expected[k].shape))
+                      for k, v in sd.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
         not_float = [name_of.get(k, k) for k, v in sd.items() if k in expected and not v.is_floating_point()]
-        if missing or unexpected or mismatched or not_float:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} missing [{_fmt_names(missing)}]")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected [{_fmt_names(unexpected)}]")
-            if mismatched:
-                parts.append(f"{len(mismatched)} with wrong shape [{_fmt_names(mismatched, 3)}]")
-            if not_float:
-                parts.append(f"{len(not_float)} not floating point [{_fmt_names(not_float)}]")
-            arch = ", ".join(f"{k}={self.config[k]}" for k in ("base_dim", "z_dim", "dim_mult", "num_res_blocks"))
-            raise CheckpointError(
-                f"{source} does not match WanVAE({arch}): {'; '.join(parts)}; pass the matching Wan2.1 VAE file "
-                "and architecture arguments (nothing was loaded)"
-            )
+        arch = ", ".join(f"{k}={self.config[k]}" for k in ("base_dim", "z_dim", "dim_mult", "num_res_blocks"))
+        problem = format_key_problems(
+            f"{source} (WanVAE({arch}))", missing, unexpected, mismatched,
+            hint="pass the matching Wan2.1 VAE file and architecture arguments (nothing was loaded)",
+            extra=[f"{len(not_float)} not floating point: {short_list(not_float)}"] if not_float else [],
+        )
+        if problem:
+            raise CheckpointError(problem)
         tensors = {}
         for k, v in sd.items():
             if dtype is not None and v.dtype != dtype:
@@ -590,7 +554,7 @@ class WanVAE(nn.Module):
         self.model.requires_grad_(False)
         leftover = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
         if leftover:  # cannot happen after a strict load, but never run with uninitialised weights
-            raise CheckpointError(f"{source}: parameters left uninitialised ({_fmt_names(leftover)}); report this bug")
+            raise CheckpointError(f"{source}: parameters left uninitialised ({short_list(leftover)}); report this bug")
         self.eval()
         return self
 
@@ -652,7 +616,7 @@ class WanVAE(nn.Module):
             )
         suffix = path.suffix.lower()
         if suffix == ".safetensors":
-            sd = _read_safetensors(path)
+            sd = read_safetensors(path)
         elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
             try:
                 sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
@@ -714,7 +678,7 @@ class WanVAE(nn.Module):
         weights = folder / DIFFUSERS_WEIGHTS_NAME
         index = folder / DIFFUSERS_INDEX_NAME
         if weights.is_file():
-            sd = _read_safetensors(weights)
+            sd = read_safetensors(weights)
             source = str(weights)
         elif index.is_file():
             idx = _read_json(index)
@@ -723,7 +687,7 @@ class WanVAE(nn.Module):
                 raise CheckpointError(f"{index} has no weight_map; regenerate the folder")
             sd = {}
             for shard in shards:
-                sd.update(_read_safetensors(folder / shard))
+                sd.update(read_safetensors(folder / shard))
             source = str(index)
         else:
             raise CheckpointError(
@@ -785,7 +749,7 @@ class WanVAE(nn.Module):
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise CheckpointError(f"{weights} not found; the folder must hold {WEIGHTS_NAME} (re-run save_pretrained)")
-        sd = _read_safetensors(weights)
+        sd = read_safetensors(weights)
         return vae._assign_diffusers_state_dict(sd, source=str(weights), dtype=dtype, device=device)
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:

@@ -372,13 +372,13 @@ def test_strict_loading_missing_extra_and_shape(tiny_official_sd):
     with pytest.raises(CheckpointError) as ei:
         WanVAE.from_official_state_dict(sd, **TINY_ARCH)
     msg = _one_line(ei.value)
-    assert "1 missing [decoder.head.2.bias]" in msg and "1 unexpected [encoder.extra.weight]" in msg
+    assert "1 missing: decoder.head.2.bias" in msg and "1 unexpected: encoder.extra.weight" in msg
 
     # the tiny weights into the full-size architecture: every conv has the wrong shape
     with pytest.raises(CheckpointError) as ei:
         WanVAE.from_official_state_dict(tiny_official_sd)
     msg = _one_line(ei.value)
-    assert "188 with wrong shape" in msg and ": file (8," in msg and "vs model (96," in msg
+    assert "188 shape mismatches" in msg and "(checkpoint (8," in msg and "vs model (96," in msg
 
     # diffusers-named weights passed as official ones
     with pytest.raises(CheckpointError, match="from_diffusers_folder"):
@@ -407,5 +407,5 @@ def test_our_folder_with_missing_weight_fails(tmp_path):
     sd = load_file(str(tmp_path / "v" / "model.safetensors"))
     del sd["post_quant_conv.weight"]
     save_file(sd, str(tmp_path / "v" / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=r"1 missing \[post_quant_conv.weight\]"):
+    with pytest.raises(CheckpointError, match=r"1 missing: post_quant_conv.weight"):
         WanVAE.from_pretrained(tmp_path / "v")

@@ -141,7 +141,7 @@ def test_strict_errors_list_every_problem(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg
     assert "1 missing: blocks.0.ffn.0.bias" in msg and "1 unexpected: blocks.0.extra.weight" in msg
-    assert "head.head.weight ([5, 64] vs model [64, 64])" in msg
+    assert "head.head.weight (checkpoint (5, 64) vs model (64, 64))" in msg
 
 
 def test_unreadable_inputs(tmp_path):

@@ -12,39 +12,10 @@ import torch
 
 from flashi2v.errors import CheckpointError
 
+from flashi2v.weights.io import format_key_problems  # noqa: E402  (re-exported: one formatter for every loader)
+
 __all__ = ["format_key_problems", "load_hf_model_strict", "load_tokenizer", "unify_dtype"]
 
-_MAX_LISTED = 6
-
-
-def _short_list(keys: Iterable[Any]) -> str:
-    keys = sorted(keys, key=str)
-    head = ", ".join(str(k) for k in keys[:_MAX_LISTED])
-    more = len(keys) - _MAX_LISTED
-    return head + (f", ... (+{more} more)" if more > 0 else "")
-
-
-def format_key_problems(
-    source: str,
-    missing: Iterable[str] = (),
-    unexpected: Iterable[str] = (),
-    mismatched: Iterable[tuple[str, tuple, tuple]] = (),
-    hint: str = "",
-) -> str | None:
-    """One-line description of missing/unexpected/mis-shaped keys, or None if there are none."""
-    missing, unexpected, mismatched = list(missing), list(unexpected), list(mismatched)
-    if not (missing or unexpected or mismatched):
-        return None
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing: {_short_list(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected: {_short_list(unexpected)}")
-    if mismatched:
-        shown = [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in sorted(mismatched, key=str)]
-        parts.append(f"{len(mismatched)} shape mismatches: {_short_list(shown)}")
-    msg = f"{source} does not match the model: " + "; ".join(parts)
-    return msg + (f"; {hint}" if hint else "")
 
 
 @contextlib.contextmanager

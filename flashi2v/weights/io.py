@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -30,10 +30,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:  # one tensor at a time: peak memory ~ model size
-                sd = {k: aligned(f.get_tensor(k)) for k in f.keys()}
+            sd = read_safetensors(path)
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except CheckpointError:
@@ -49,6 +46,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path} does not contain a state dict of tensors")
     return strip_wrapper_prefixes(dict(sd))
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of a ``.safetensors`` file, read one at a time (peak memory ~ the file) into aligned storage."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: aligned(f.get_tensor(k)) for k in f.keys()}
+    except Exception as e:  # truncated, corrupt, or not safetensors at all
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}; check that the file is "
+                              "complete (re-copy or re-download it)") from None
 
 
 def aligned(t: torch.Tensor, alignment: int = 64) -> torch.Tensor:
@@ -106,10 +116,41 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
         raise
 
 
-def _fmt(items: Iterable[str], limit: int = 6) -> str:
-    items = list(items)
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
+MAX_LISTED = 6
+
+
+def short_list(items: Iterable[Any], limit: int = MAX_LISTED) -> str:
+    """``a, b, c, ... (+N more)``: the first ``limit`` items (sorted) of a possibly long list."""
+    items = sorted((str(i) for i in items))
+    more = len(items) - limit
+    return ", ".join(items[:limit]) + (f", ... (+{more} more)" if more > 0 else "")
+
+
+def format_key_problems(
+    source: str,
+    missing: Iterable[str] = (),
+    unexpected: Iterable[str] = (),
+    mismatched: Iterable[tuple[str, tuple, tuple]] = (),
+    hint: str = "",
+    extra: Iterable[str] = (),
+) -> str | None:
+    """One line describing missing / unexpected / mis-shaped keys (``mismatched`` = (name, checkpoint shape, model
+    shape)) plus any ``extra`` problem descriptions, or None when there is nothing wrong. Every strict loader
+    (DiT, VAE, text encoders) reports through this."""
+    missing, unexpected, mismatched, extra = list(missing), list(unexpected), list(mismatched), list(extra)
+    if not (missing or unexpected or mismatched or extra):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {short_list(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: {short_list(unexpected)}")
+    if mismatched:
+        shown = [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in mismatched]
+        parts.append(f"{len(mismatched)} shape mismatches: {short_list(shown, 4)}")
+    parts += extra
+    msg = f"{source} does not match the model: " + "; ".join(parts)
+    return msg + (f"; {hint}" if hint else "")
 
 
 def compare_keys(
@@ -125,20 +166,11 @@ def compare_keys(
     """
     allow = tuple(allow_missing)
     missing = [k for k in model_shapes if k not in sd]
-    bad_missing = [k for k in missing if not k.startswith(allow) or not allow]
+    bad_missing = [k for k in missing if not allow or not k.startswith(allow)]
     unexpected = [k for k in sd if k not in model_shapes]
-    shapes = [
-        f"{k} ({list(sd[k].shape)} vs model {list(model_shapes[k])})"
-        for k in sd
-        if k in model_shapes and tuple(sd[k].shape) != tuple(model_shapes[k])
-    ]
-    problems = []
-    if bad_missing:
-        problems.append(f"{len(bad_missing)} missing: {_fmt(bad_missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {_fmt(unexpected)}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatches: {_fmt(shapes, 4)}")
-    if problems:
-        raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
+    shapes = [(k, tuple(sd[k].shape), tuple(model_shapes[k])) for k in sd
+              if k in model_shapes and tuple(sd[k].shape) != tuple(model_shapes[k])]
+    problem = format_key_problems(source, bad_missing, unexpected, shapes)
+    if problem:
+        raise CheckpointError(problem)
     return [k for k in missing if k not in bad_missing]

@@ -267,3 +267,17 @@ def test_out_of_memory_is_one_line(model_dir, image, tmp_path, capsys, monkeypat
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out of memory" in err[0] and "--offload" in err[0]
+
+
+def test_examples_run(tmp_path):
+    """The README's Python example (examples/sample_latents.py) and the demo-model builder run as documented."""
+    from conftest import REPO
+
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "sample_latents.py"), "--steps", "2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "latents (1, 16, 3, 16, 16) torch.float32" in r.stdout and "loaded 77 tensors" in r.stdout
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "make_tiny_model.py"), "--output",
+                        str(tmp_path / "m"), "--image", str(tmp_path / "a.png")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m" / "model_index.json").is_file() and (tmp_path / "a.png").is_file()

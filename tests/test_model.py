@@ -39,6 +39,10 @@ def test_from_official_model_config_mapping():
     }
     cfg = TransformerConfig.from_official(yaml_cfg)
     assert cfg == preset("flashi2v-1.3b").replace(extra=cfg.extra)
+    tiny = dict(yaml_cfg, dim=64, ffn_dim=32, num_heads=4, num_layers=1, text_dim=32)
+    model = FlashI2VTransformer.from_official_config(tiny, device="meta")
+    assert isinstance(model, FlashI2VTransformer) and model.config.num_layers == 1
+    assert type(WanTransformer.from_official_config(tiny, device="meta")) is WanTransformer
     assert cfg.extra["low_freq_energy_ratio"] == [0.05, 0.95]
     m14 = dict(yaml_cfg, dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
     del m14["text_len"]

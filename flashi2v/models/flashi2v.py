@@ -72,6 +72,7 @@ class FlashI2VTransformer(WanTransformer):
     """
 
     FLASHI2V_PREFIXES = ("fourier_embedding.", "learnable_proj.")
+    MODEL_TYPE = "flashi2v"
 
     def __init__(self, config: TransformerConfig, device: torch.device | str | None = None):
         if not config.is_flashi2v:

@@ -159,6 +159,13 @@ class WanTransformer(nn.Module):
             self.to_empty(device=device or "cpu")
             self.init_weights()
 
+    MODEL_TYPE = "t2v"
+
+    @classmethod
+    def from_official_config(cls, model_config, device: torch.device | str | None = None) -> "WanTransformer":
+        """Build from the official YAML ``model_config`` mapping (see :meth:`TransformerConfig.from_official`)."""
+        return cls(TransformerConfig.from_official(model_config, model_type=cls.MODEL_TYPE), device)
+
     def _build_branches(self) -> None:
         """Hook for subclasses that add modules (called on the meta device, after the backbone)."""
 

@@ -14,6 +14,7 @@ With a plain Wan2.1-T2V transformer the same pipeline does text-to-video (``imag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -174,19 +175,16 @@ class FlashI2VPipeline:
         self.vae.to("cpu")
         return self
 
+    @contextlib.contextmanager
     def _vae_on_device(self):
-        pipe = self
-
-        class _Ctx:
-            def __enter__(self):
-                if pipe._offload:
-                    pipe.vae.to(pipe.device)
-
-            def __exit__(self, *exc):
-                if pipe._offload:
-                    pipe.vae.to("cpu")
-
-        return _Ctx()
+        """With offload, the VAE visits the accelerator only for the duration of the block."""
+        if self._offload:
+            self.vae.to(self.device)
+        try:
+            yield self.vae
+        finally:
+            if self._offload:
+                self.vae.to("cpu")
 
     # ------------------------------------------------------------------------------------------- building
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:

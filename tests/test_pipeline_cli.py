@@ -69,6 +69,11 @@ def test_pipeline_round_trip_seeds_and_batch(model_dir, image):
     assert not torch.equal(batch.latents[0], batch.latents[1])  # each sample its own noise
     torch.testing.assert_close(batch.latents[0], a.latents[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(batch.latents[1], c.latents[0], atol=1e-5, rtol=1e-5)
+    # an explicit generator: reproducible, one noise sequence for the batch
+    g1 = pipe(image, "x", generator=torch.Generator().manual_seed(5), batch=2, progress=False, num_frames=1)
+    g2 = pipe(image, "x", generator=torch.Generator().manual_seed(5), batch=2, progress=False, num_frames=1)
+    assert torch.equal(g1.latents, g2.latents) and not torch.equal(g1.latents[0], g1.latents[1])
+    assert g1.seeds == [None, None]
     # two prompts with their own images
     two = pipe([image, image], ["a", "b"], seed=1, progress=False, num_frames=1)
     assert two.frames.shape == (2, 1, 32, 48, 3)

@@ -23,9 +23,30 @@ from .weights import LoadReport, load_transformer, save_transformer
 
 __version__ = "0.1.0"
 
+# Heavier components (they import diffusers / transformers) load on first use: `flashi2v.WanVAE`, ...
+_LAZY = {
+    "WanVAE": "flashi2v.vae",
+    "FlashI2VPipeline": "flashi2v.pipeline",
+    "GenerationDefaults": "flashi2v.pipeline",
+    "TextEncoder": "flashi2v.text",
+    "UMT5TextEncoder": "flashi2v.text",
+    "MiniLMTextEncoder": "flashi2v.text",
+    "load_text_encoder": "flashi2v.text",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'flashi2v' has no attribute {name!r}")
+
 __all__ = [
     "PRESETS", "TransformerConfig", "preset", "CheckpointError", "ConfigError", "FlashI2VError", "InputError",
     "TimeSampler", "inference_sigmas", "high_frequency_features", "FlashI2VDenoiser", "image_condition",
     "training_loss", "FlashI2VTransformer", "WanTransformer", "build_transformer", "apply_precision",
-    "sample_euler", "LoadReport", "load_transformer", "save_transformer",
+    "sample_euler", "LoadReport", "load_transformer", "save_transformer", *_LAZY,
 ]

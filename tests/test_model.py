@@ -176,3 +176,15 @@ def test_attention_backend_selection():
         torch.testing.assert_close(attention(q, k, v), torch.einsum("bhqk,bkhd->bqhd", ref, v))
     finally:
         set_attention_backend("auto")
+
+
+def test_top_level_api_is_light_and_complete():
+    import subprocess
+    import sys
+
+    code = ("import sys, flashi2v; assert 'diffusers' not in sys.modules and 'transformers' not in sys.modules; "
+            "from flashi2v import WanVAE, FlashI2VPipeline, MiniLMTextEncoder, UMT5TextEncoder, load_text_encoder; "
+            "print(WanVAE.__module__, FlashI2VPipeline.__module__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["flashi2v.vae", "flashi2v.pipeline"]

@@ -1,4 +1,5 @@
-"""``flashi2v`` command line: ``generate`` (image/text -> video) and ``convert`` (official files -> model folder).
+"""``flashi2v`` command line: ``generate`` (image/text -> video), ``convert`` (official files -> model folder) and
+``data filter`` (meta JSON -> filtered LMDB).
 
 User mistakes print one line on stderr and exit with status 2 (``--debug`` shows the traceback).
 """
@@ -230,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     _add_generate(sub)
     _add_convert(sub)
+    from .data.cli import add_data_parser
+
+    add_data_parser(sub)
     return parser
 
 

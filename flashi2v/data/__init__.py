@@ -7,3 +7,4 @@ from .meta import ProbeError, VideoInfo, probe_video, read_annotations
 from .buckets import BucketBatchSampler, Buckets
 from .dataset import FlashI2VVideoDataset
 from .video_reader import ClipError, probe, read_frames
+from .latent_cache import LatentCacheDataset, encode_cache

@@ -14,7 +14,8 @@ def add_data_parser(sub) -> None:
     """Add ``data`` (with its ``filter`` subcommand) to the subparsers ``sub`` of the main parser."""
     p = sub.add_parser("data", help="training data tools (filter meta JSON into an LMDB)", description=(
         "Training data tools. `data filter` applies the official FlashI2V filter rules to the samples of an "
-        "annotation file and writes the survivors to an LMDB readable by the training dataset."))
+        "annotation file and writes the survivors to an LMDB readable by the training dataset; `data encode` "
+        "precomputes VAE latents, first-frame latents and text embeddings of such an LMDB into resumable shards."))
     p.set_defaults(func=lambda args: _print_help(p))
     data_sub = p.add_subparsers(dest="data_command")
     f = data_sub.add_parser("filter", help="filter annotations into filtered_samples_{N}.lmdb", description=(
@@ -26,11 +27,41 @@ def add_data_parser(sub) -> None:
     f.add_argument("--output", help="output directory or .lmdb path (overrides save_path)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output DB of the same name")
     f.set_defaults(func=cmd_data_filter)
+    e = data_sub.add_parser("encode", help="precompute VAE latents and text embeddings into a latent cache", description=(
+        "Run every sample of a filtered LMDB through the training dataset (text dropout 0) and store its VAE "
+        "latents, its first-frame latent (encoded alone) and its caption embedding (trimmed to its length) in "
+        "shard_{k:06d}.safetensors files of --shard-size samples, plus the embedding of the empty prompt and a "
+        "manifest.json. Resumable: rerun the same command to continue an interrupted run. Read it back with "
+        "flashi2v.data.latent_cache.LatentCacheDataset."))
+    e.add_argument("--lmdb", required=True, help="filtered LMDB (or folder of them) from `flashi2v data filter`")
+    e.add_argument("--model", required=True, help="model folder with vae/ and text_encoder/ (model_index.json)")
+    e.add_argument("--output", required=True, help="cache folder (created, or resumed with the same arguments)")
+    e.add_argument("--height", type=int, default=480, help="sample height (default 480)")
+    e.add_argument("--width", type=int, default=832, help="sample width (default 832)")
+    e.add_argument("--num-frames", type=int, default=49, help="frames per sample, 1 + 4k (default 49)")
+    e.add_argument("--train-fps", type=float, default=16.0, help="frame rate clips are resampled to (default 16)")
+    e.add_argument("--shard-size", type=int, default=64, help="samples per shard file (default 64)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the frame-window draws (default 0)")
+    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    e.set_defaults(func=cmd_data_encode)
 
 
 def _print_help(parser) -> int:
     parser.print_help(sys.stderr)
     return 2
+
+
+def cmd_data_encode(args) -> int:
+    from .latent_cache import encode_cache
+
+    start = time.perf_counter()
+    m = encode_cache(args.lmdb, args.model, args.output, height=args.height, width=args.width,
+                     num_frames=args.num_frames, train_fps=args.train_fps, shard_size=args.shard_size, seed=args.seed,
+                     device=args.device, log=lambda msg: print(msg, flush=True))
+    skipped = ", ".join(f"{k}: {v}" for k, v in m["skip_counts"].items()) or "none"
+    print(f"wrote {args.output} ({m['num_samples']} of {m['num_source_samples']} samples in {m['num_shards']} shards; "
+          f"skipped {skipped}) in {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 def cmd_data_filter(args) -> int:

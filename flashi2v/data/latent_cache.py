@@ -1,0 +1,305 @@
+"""Pre-computed training inputs: VAE latents, first-frame latents and text embeddings (``flashi2v data encode``).
+
+:func:`encode_cache` runs every sample of a filtered LMDB through :class:`~flashi2v.data.dataset.FlashI2VVideoDataset`
+(text dropout 0: dropout is applied at training time by swapping in the stored empty-prompt embedding) and writes::
+
+    cache_dir/
+      manifest.json                 config, model folder, counts, skip counts per reason, list of complete shards
+      empty_prompt.safetensors      text_emb [L0, D] (embedding of "" trimmed to its length L0), text_len [1]
+      shard_000000.safetensors      LMDB samples [0, S), S = --shard-size (clips that cannot be loaded are skipped)
+      shard_000001.safetensors      ...
+
+A shard holds ``latents [n, 16, T, h, w]`` (float32, ``vae.encode`` of the clip), ``first_frame_latents
+[n, 16, 1, h, w]`` (the first frame encoded alone, as the official training code), ``text_emb [sum(text_len), D]``
+(each caption's embedding trimmed to its length, concatenated), ``text_len [n]``, ``index [n]`` (LMDB index), and the
+captions as JSON in the file metadata. Shard ``k`` always covers LMDB indices ``[k*S, (k+1)*S)``, so a run is
+resumable: every file is written under a temporary name and renamed when complete, and ``manifest.json`` is rewritten
+atomically after each shard; rerunning with the same arguments skips the listed shards. Every draw (the frame window)
+comes from the dataset's per-sample generator seeded by ``--seed``, so a resumed run equals an uninterrupted one.
+
+:class:`LatentCacheDataset` reads a cache back; text embeddings are zero-padded to the encoder's ``text_len`` (the
+layout ``TextEncoder.encode`` returns), so items are drop-in for the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import CheckpointError, InputError
+
+__all__ = ["CACHE_FORMAT", "LatentCacheDataset", "encode_cache", "shard_name"]
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = "flashi2v-latent-cache"
+CACHE_FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+EMPTY_PROMPT_NAME = "empty_prompt.safetensors"
+
+#: The arguments that define a cache; a rerun into the same folder must use the same values.
+CONFIG_KEYS = ("lmdb", "model", "height", "width", "num_frames", "train_fps", "shard_size", "seed")
+
+
+def shard_name(k: int) -> str:
+    return f"shard_{k:06d}.safetensors"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _atomic_save(tensors: Dict[str, torch.Tensor], path: Path, metadata: Optional[Dict[str, str]] = None) -> None:
+    from ..weights.io import save_safetensors
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        save_safetensors(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_manifest(cache_dir: Path) -> Optional[dict]:
+    path = cache_dir / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path} is unreadable ({e}); delete the cache folder and run `flashi2v data encode` again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise InputError(f"{path} is not a flashi2v latent cache manifest; pass a folder written by `flashi2v data encode`")
+    if manifest.get("format_version") != CACHE_FORMAT_VERSION:
+        raise InputError(f"{path} has format_version {manifest.get('format_version')!r}, this code reads "
+                         f"{CACHE_FORMAT_VERSION}; re-encode the cache with this version of flashi2v")
+    return manifest
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------- writer
+
+
+def encode_cache(
+    lmdb: str | os.PathLike,
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    height: int = 480,
+    width: int = 832,
+    num_frames: int = 49,
+    train_fps: float = 16.0,
+    shard_size: int = 64,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Encode the filtered LMDB ``lmdb`` with the VAE and text encoder of the model folder ``model`` into the cache
+    folder ``output`` (created, or resumed if it holds a cache written with the same arguments). Returns the final
+    manifest dict. ``device=None`` picks CUDA when available; the device is not part of the cache identity."""
+    from ..text import load_text_encoder
+    from ..vae import WanVAE
+    from .dataset import FlashI2VVideoDataset
+    from .lmdb_store import LMDBReader
+    from .video_reader import ClipError
+
+    log = log or (lambda msg: None)
+    lmdb_path, model_path, out = Path(lmdb).resolve(), Path(model).resolve(), Path(output)
+    _check_positive_int("shard_size", shard_size)
+    _check_positive_int("num_frames", num_frames)
+    if not lmdb_path.exists():
+        raise InputError(f"LMDB {lmdb_path} not found; pass the output of `flashi2v data filter` to --lmdb")
+    if not model_path.is_dir():
+        raise CheckpointError(f"model folder {model_path} not found; pass a folder written by `flashi2v convert`")
+    config = dict(lmdb=str(lmdb_path), model=str(model_path), height=int(height), width=int(width),
+                  num_frames=int(num_frames), train_fps=float(train_fps), shard_size=int(shard_size), seed=int(seed))
+
+    manifest = _read_manifest(out) if out.is_dir() else None
+    if manifest is not None:
+        old = manifest.get("config", {})
+        diff = [f"{k}: {old.get(k)!r} -> {config[k]!r}" for k in CONFIG_KEYS if old.get(k) != config[k]]
+        if diff:
+            raise InputError(f"{out} holds a cache written with other arguments ({'; '.join(diff)}); rerun with the "
+                             "same arguments to resume it, or pass a new --output folder")
+    elif out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise InputError(f"{out} exists and is not a latent cache (no {MANIFEST_NAME}); pass an empty or new --output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):  # leftovers of an interrupted write
+        stale.unlink(missing_ok=True)
+
+    reader = LMDBReader(lmdb_path)
+    metas = list(reader)
+    if not metas:
+        raise InputError(f"LMDB {lmdb_path} holds no samples; re-run `flashi2v data filter` with looser rules")
+    dataset = FlashI2VVideoDataset(metas, height=height, width=width, sample_num_frames=num_frames,
+                                   train_fps=train_fps, text_drop_ratio=0.0, seed=seed)
+
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vae = WanVAE.from_pretrained(model_path / "vae", dtype=torch.float32, device=dev)
+    text_encoder = load_text_encoder(model_path / "text_encoder", device=dev)
+
+    if manifest is None:
+        empty, empty_len = text_encoder.encode([""])
+        n0 = int(empty_len[0])
+        _atomic_save({"text_emb": empty[0, :n0], "text_len": empty_len[:1].long()}, out / EMPTY_PROMPT_NAME)
+        num_shards = (len(metas) + shard_size - 1) // shard_size
+        manifest = dict(format=CACHE_FORMAT, format_version=CACHE_FORMAT_VERSION, config=config,
+                        text_len=int(text_encoder.text_len), text_dim=int(text_encoder.dim),
+                        text_dtype=str(text_encoder.dtype).replace("torch.", ""), latent_shape=None,
+                        empty_prompt=EMPTY_PROMPT_NAME, num_source_samples=len(metas), num_shards=num_shards,
+                        num_samples=0, skip_counts={}, shards=[], complete=False)
+        _atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    elif manifest.get("num_source_samples") != len(metas):
+        raise InputError(f"{lmdb_path} now holds {len(metas)} samples but the cache in {out} was started with "
+                         f"{manifest.get('num_source_samples')}; pass a new --output folder")
+
+    done = {s["shard"] for s in manifest["shards"] if s["file"] is None or (out / s["file"]).is_file()}
+    manifest["shards"] = [s for s in manifest["shards"] if s["shard"] in done]
+    if done:
+        log(f"resuming: {len(done)} of {manifest['num_shards']} shards already complete")
+
+    for k in range(manifest["num_shards"]):
+        if k in done:
+            continue
+        start, stop = k * shard_size, min((k + 1) * shard_size, len(metas))
+        latents, firsts, captions, indices, skips = [], [], [], [], {}
+        for i in range(start, stop):
+            try:
+                item = dataset.load(i)
+            except ClipError as e:
+                skips[e.reason] = skips.get(e.reason, 0) + 1
+                logger.warning("skipping clip %d (%s): %s", i, e.reason, e)
+                continue
+            video = item["video"].unsqueeze(0)
+            latents.append(vae.encode(video).cpu())
+            firsts.append(vae.encode(item["first_frame"].unsqueeze(0)).cpu())  # the first frame alone (official)
+            captions.append(item["caption"])
+            indices.append(i)
+        entry = dict(shard=k, file=None, start=start, stop=stop, num_samples=len(indices), skip_counts=skips)
+        if indices:
+            emb, lengths = text_encoder.encode(captions)
+            lengths = lengths.cpu().long()
+            emb = emb.cpu()
+            text = torch.cat([emb[j, : int(n)] for j, n in enumerate(lengths)])
+            tensors = dict(latents=torch.cat(latents), first_frame_latents=torch.cat(firsts), text_emb=text,
+                           text_len=lengths, index=torch.tensor(indices, dtype=torch.int64))
+            _atomic_save(tensors, out / shard_name(k), metadata={"captions": json.dumps(captions)})
+            entry["file"] = shard_name(k)
+            manifest["latent_shape"] = list(tensors["latents"].shape[1:])
+        manifest["shards"].append(entry)
+        manifest["shards"].sort(key=lambda s: s["shard"])
+        _summarise(manifest)
+        _atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+        log(f"shard {k + 1}/{manifest['num_shards']}: {len(indices)} samples"
+            + (f", skipped {skips}" if skips else ""))
+    _summarise(manifest)
+    manifest["complete"] = len(manifest["shards"]) == manifest["num_shards"]
+    _atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _summarise(manifest: dict) -> None:
+    manifest["num_samples"] = sum(s["num_samples"] for s in manifest["shards"])
+    totals: Dict[str, int] = {}
+    for s in manifest["shards"]:
+        for reason, n in s["skip_counts"].items():
+            totals[reason] = totals.get(reason, 0) + n
+    manifest["skip_counts"] = dict(sorted(totals.items()))
+
+
+# ---------------------------------------------------------------------------------------------------------- reader
+
+
+class LatentCacheDataset(Dataset):
+    """Torch dataset over a cache written by :func:`encode_cache`.
+
+    Item: ``dict(latents [16, T, h, w], first_frame_latents [16, 1, h, w], text_emb [text_len, D] (zero rows past
+    ``text_len``; trimmed to ``text_len`` rows with ``pad_text=False``), text_len (int), caption (str), index (LMDB
+    index))``. :attr:`empty_text_emb` / :attr:`empty_text_len` hold the embedding of ``""`` (same layout) for text
+    dropout at training time. Shards are opened per item (memory-mapped), so the dataset pickles to DataLoader workers.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, *, pad_text: bool = True, allow_incomplete: bool = False):
+        from ..weights.io import read_safetensors
+
+        self.cache_dir = Path(cache_dir)
+        manifest = _read_manifest(self.cache_dir) if self.cache_dir.is_dir() else None
+        if manifest is None:
+            raise InputError(f"{self.cache_dir} is not a latent cache (no {MANIFEST_NAME}); build one with "
+                             "`flashi2v data encode`")
+        if not manifest.get("complete") and not allow_incomplete:
+            raise InputError(f"the latent cache {self.cache_dir} is incomplete; rerun `flashi2v data encode` with the "
+                             "same arguments to finish it (or pass allow_incomplete=True)")
+        self.manifest = manifest
+        self.pad_text = bool(pad_text)
+        self.text_len_max = int(manifest["text_len"])
+        self.shards: List[tuple] = [(s["file"], s["num_samples"]) for s in manifest["shards"] if s["num_samples"]]
+        for name, _ in self.shards:
+            if not (self.cache_dir / name).is_file():
+                raise InputError(f"{self.cache_dir / name} is missing; rerun `flashi2v data encode` with the same "
+                                 "arguments to rewrite it")
+        self.offsets = [0]
+        for _, n in self.shards:
+            self.offsets.append(self.offsets[-1] + n)
+        try:
+            empty = read_safetensors(self.cache_dir / manifest["empty_prompt"])
+        except CheckpointError as e:
+            raise InputError(f"{e}") from None
+        self.empty_text_len = int(empty["text_len"][0])
+        self.empty_text_emb = self._pad(empty["text_emb"])
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def _pad(self, emb: torch.Tensor) -> torch.Tensor:
+        if not self.pad_text or emb.shape[0] >= self.text_len_max:
+            return emb
+        return torch.cat([emb, emb.new_zeros(self.text_len_max - emb.shape[0], emb.shape[1])])
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        import bisect
+
+        from safetensors import safe_open
+
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a cache of {n} samples")
+        index %= n
+        s = bisect.bisect_right(self.offsets, index) - 1
+        j = index - self.offsets[s]
+        path = self.cache_dir / self.shards[s][0]
+        with safe_open(str(path), framework="pt") as f:
+            lengths = f.get_tensor("text_len")
+            begin = int(lengths[:j].sum())
+            length = int(lengths[j])
+            item = dict(
+                latents=f.get_slice("latents")[j : j + 1][0].clone(),
+                first_frame_latents=f.get_slice("first_frame_latents")[j : j + 1][0].clone(),
+                text_emb=self._pad(f.get_slice("text_emb")[begin : begin + length].clone()),
+                text_len=length,
+                caption=json.loads(f.metadata()["captions"])[j],
+                index=int(f.get_tensor("index")[j]),
+            )
+        return item

@@ -1,0 +1,180 @@
+"""Latent cache (`flashi2v data encode`): shards, manifest, resume after an interruption, reader, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+av = pytest.importorskip("av")
+pytest.importorskip("lmdb")
+
+from conftest import randomize_  # noqa: E402
+from flashi2v import FlashI2VTransformer, TransformerConfig  # noqa: E402
+from flashi2v.cli import main  # noqa: E402
+from flashi2v.data.dataset import FlashI2VVideoDataset  # noqa: E402
+from flashi2v.data.latent_cache import LatentCacheDataset, encode_cache, shard_name  # noqa: E402
+from flashi2v.data.lmdb_store import LMDBReader, write_lmdb  # noqa: E402
+from flashi2v.errors import InputError  # noqa: E402
+from flashi2v.pipeline import FlashI2VPipeline, GenerationDefaults  # noqa: E402
+from flashi2v.vae import WanVAE  # noqa: E402
+
+H, W, NF, FPS = 32, 48, 9, 16
+ARGS = dict(height=H, width=W, num_frames=NF, train_fps=FPS, shard_size=2, seed=3, device="cpu")
+CAPS = ["a red ball rolls", "waves on a beach at sunset", "broken", "a cat", "a dog runs across a long field"]
+
+
+def write_h264(path, n=12, fps=FPS, seed=0):
+    rng = np.random.default_rng(seed)
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+    s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+    base = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    for i in range(n):
+        img = np.roll(base, 2 * i, axis=1)
+        for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache_data")
+    metas = []
+    for i, cap in enumerate(CAPS):
+        path = root / f"v{i}.mp4"
+        if cap == "broken":
+            path.write_bytes(b"this is not a video" * 50)
+        else:
+            write_h264(path, seed=i)
+        metas.append(dict(path=str(path), cap=cap, fps=FPS, num_frames=12, resolution={"height": H, "width": W}))
+    db = root / "filtered_samples_5.lmdb"
+    write_lmdb(metas, db)
+    from flashi2v.text import MiniLMTextEncoder
+
+    torch.manual_seed(0)
+    tiny = dict(dim=64, ffn_dim=128, num_heads=4, num_layers=1, text_dim=384, text_len=16)
+    model = root / "model"
+    FlashI2VPipeline(randomize_(FlashI2VTransformer(TransformerConfig(**tiny)), seed=1), WanVAE(base_dim=8),
+                     MiniLMTextEncoder.from_package(text_len=16),
+                     GenerationDefaults(num_frames=NF, height=H, width=W)).save_pretrained(model)
+    full = root / "full"
+    manifest = encode_cache(db, model, full, **ARGS)
+    return dict(root=root, db=db, model=model, full=full, manifest=manifest, metas=metas)
+
+
+def test_manifest_shards_and_skip_counts(setup):
+    m = setup["manifest"]
+    assert m["complete"] and m["num_shards"] == 3 and m["num_source_samples"] == 5 and m["num_samples"] == 4
+    assert m["skip_counts"] == {"corrupt": 1}
+    assert [s["file"] for s in m["shards"]] == [shard_name(k) for k in range(3)]
+    assert [s["num_samples"] for s in m["shards"]] == [2, 1, 1]
+    assert m["shards"][1]["skip_counts"] == {"corrupt": 1}
+    assert m["config"]["shard_size"] == 2 and m["config"]["seed"] == 3
+    assert m["text_len"] == 16 and m["text_dim"] == 384 and m["latent_shape"] == [16, 3, 4, 6]
+    assert json.loads((setup["full"] / "manifest.json").read_text()) == m
+    assert not list(setup["full"].glob(".*"))  # no temp files left
+
+
+def test_reader_matches_vae_and_text_encoder(setup):
+    from flashi2v.text import load_text_encoder
+
+    ds = LatentCacheDataset(setup["full"])
+    assert len(ds) == 4 and [ds[i]["index"] for i in range(4)] == [0, 1, 3, 4]
+    vae = WanVAE.from_pretrained(setup["model"] / "vae", dtype=torch.float32)
+    text = load_text_encoder(setup["model"] / "text_encoder")
+    source = FlashI2VVideoDataset(setup["metas"], height=H, width=W, sample_num_frames=NF, train_fps=FPS,
+                                  text_drop_ratio=0.0, seed=3)
+    for i in (0, 2, 3):
+        item = ds[i]
+        ref = source.load(item["index"])
+        assert item["caption"] == ref["caption"] == CAPS[item["index"]]
+        assert item["latents"].shape == (16, 3, 4, 6) and item["first_frame_latents"].shape == (16, 1, 4, 6)
+        assert torch.equal(item["latents"], vae.encode(ref["video"][None])[0])
+        assert torch.equal(item["first_frame_latents"], vae.encode(ref["first_frame"][None])[0])
+        # causal VAE: the first latent frame only depends on the first video frame
+        torch.testing.assert_close(item["first_frame_latents"], item["latents"][:, :1], atol=1e-5, rtol=1e-5)
+        emb, lengths = text.encode([item["caption"]])
+        assert item["text_len"] == int(lengths[0]) and item["text_emb"].shape == (16, 384)
+        assert not item["text_emb"][item["text_len"]:].any()
+        torch.testing.assert_close(item["text_emb"], emb[0], atol=1e-5, rtol=1e-5)
+    trimmed = LatentCacheDataset(setup["full"], pad_text=False)[0]
+    assert trimmed["text_emb"].shape == (trimmed["text_len"], 384)
+    emb, lengths = text.encode([""])
+    assert ds.empty_text_len == int(lengths[0]) and ds.empty_text_emb.shape == (16, 384)
+    torch.testing.assert_close(ds.empty_text_emb, emb[0], atol=1e-5, rtol=1e-5)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+    batch = next(iter(loader))
+    assert batch["latents"].shape == (2, 16, 3, 4, 6) and batch["text_emb"].shape == (2, 16, 384)
+
+
+def test_resume_after_interruption_is_bit_identical(setup, tmp_path, monkeypatch):
+    out = tmp_path / "resumed"
+    calls = {"n": 0}
+    real = WanVAE.encode
+
+    def flaky(self, video, **kw):
+        calls["n"] += 1
+        if calls["n"] > 6:  # 2 calls per sample: shard 0 (2 samples) and shard 1 (1 sample + 1 skip) done
+            raise KeyboardInterrupt("simulated interruption")
+        return real(self, video, **kw)
+
+    monkeypatch.setattr(WanVAE, "encode", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        encode_cache(setup["db"], setup["model"], out, **ARGS)
+    partial = json.loads((out / "manifest.json").read_text())
+    assert not partial["complete"] and [s["shard"] for s in partial["shards"]] == [0, 1]
+    assert not (out / shard_name(2)).exists() and not list(out.glob(".*"))
+    with pytest.raises(InputError, match="incomplete"):
+        LatentCacheDataset(out)
+    monkeypatch.setattr(WanVAE, "encode", real)
+    lines = []
+    m = encode_cache(setup["db"], setup["model"], out, log=lines.append, **ARGS)
+    assert lines[0].startswith("resuming: 2 of 3 shards") and len(lines) == 2
+    assert m == setup["manifest"]
+    full = setup["full"]
+    for name in [shard_name(k) for k in range(3)] + ["empty_prompt.safetensors", "manifest.json"]:
+        assert (out / name).read_bytes() == (full / name).read_bytes(), name
+    # a complete cache: rerunning does nothing
+    lines.clear()
+    assert encode_cache(setup["db"], setup["model"], out, log=lines.append, **ARGS) == m
+    assert lines == ["resuming: 3 of 3 shards already complete"]
+
+
+def test_argument_mismatch_and_bad_output(setup, tmp_path):
+    with pytest.raises(InputError, match=r"other arguments \(shard_size: 2 -> 3\).*same arguments"):
+        encode_cache(setup["db"], setup["model"], setup["full"], **{**ARGS, "shard_size": 3})
+    with pytest.raises(InputError, match="seed: 3 -> 4"):
+        encode_cache(setup["db"], setup["model"], setup["full"], **{**ARGS, "seed": 4})
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x.txt").write_text("x")
+    with pytest.raises(InputError, match="not a latent cache"):
+        encode_cache(setup["db"], setup["model"], junk, **ARGS)
+    with pytest.raises(InputError, match="not a latent cache"):
+        LatentCacheDataset(junk)
+    with pytest.raises(InputError, match="shard_size must be a positive integer"):
+        encode_cache(setup["db"], setup["model"], tmp_path / "o", **{**ARGS, "shard_size": 0})
+    with pytest.raises(InputError, match="not found"):
+        encode_cache(tmp_path / "nope.lmdb", setup["model"], tmp_path / "o", **ARGS)
+
+
+def test_cli_encode(setup, tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["data", "encode", "--lmdb", str(setup["db"]), "--model", str(setup["model"]), "--output", str(out),
+            "--height", str(H), "--width", str(W), "--num-frames", str(NF), "--train-fps", str(FPS),
+            "--shard-size", "2", "--seed", "3", "--device", "cpu"]
+    assert main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"wrote {out} (4 of 5 samples in 3 shards; skipped corrupt: 1) in ")
+    for k in range(3):
+        assert (out / shard_name(k)).read_bytes() == (setup["full"] / shard_name(k)).read_bytes()
+    assert LMDBReader(setup["db"])[0]["cap"] == CAPS[0]
+    rc = main(argv[:-4] + ["--seed", "9", "--device", "cpu"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seed: 3 -> 9" in err

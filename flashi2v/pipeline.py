@@ -33,7 +33,7 @@ from .samplers import sample_euler
 from .text import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
 from .vae import WanVAE
 from .weights import load_transformer, save_transformer
-from .weights.io import atomic_directory
+from .weights.io import atomic_directory, read_json_object
 
 PIPELINE_FORMAT = "flashi2v-pipeline"
 INDEX_NAME = "model_index.json"
@@ -133,10 +133,7 @@ class FlashI2VPipeline:
             raise CheckpointError(f"model folder not found: {folder}")
         if not index_path.is_file():
             raise CheckpointError(f"{folder} has no {INDEX_NAME}; build a model folder with `flashi2v convert`")
-        try:
-            index = json.loads(index_path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{index_path} is not valid JSON ({e})") from None
+        index = read_json_object(index_path)
         if index.get("format") != PIPELINE_FORMAT:
             raise CheckpointError(f"{index_path} is not a flashi2v model index (format {index.get('format')!r})")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from flashi2v.errors import CheckpointError, ConfigError, InputError
-from flashi2v.weights.io import format_key_problems, read_safetensors, short_list
+from flashi2v.weights.io import format_key_problems, read_json_object, read_safetensors, short_list
 
 __all__ = [
     "WAN21_LATENTS_MEAN",
@@ -221,19 +221,6 @@ def official_to_diffusers_key_map(
 # ----------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path} not found; the folder must contain {path.name}") from exc
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}; fix or regenerate the file") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}; fix or regenerate the file")
-    return data
-
-
 def _check_state_dict_values(sd: Mapping, source: str) -> None:
     if not isinstance(sd, Mapping):
         raise CheckpointError(
@@ -645,7 +632,7 @@ class WanVAE(nn.Module):
         folder = Path(folder)
         if not folder.is_dir():
             raise CheckpointError(f"diffusers VAE folder {folder} not found; pass the folder holding config.json")
-        cfg = _read_json(folder / CONFIG_NAME)
+        cfg = read_json_object(folder / CONFIG_NAME)
         cls_name = cfg.get("_class_name", "AutoencoderKLWan")
         if cls_name == FORMAT_TAG:
             raise CheckpointError(
@@ -681,7 +668,7 @@ class WanVAE(nn.Module):
             sd = read_safetensors(weights)
             source = str(weights)
         elif index.is_file():
-            idx = _read_json(index)
+            idx = read_json_object(index)
             shards = sorted(set((idx.get("weight_map") or {}).values()))
             if not shards:
                 raise CheckpointError(f"{index} has no weight_map; regenerate the folder")
@@ -724,7 +711,7 @@ class WanVAE(nn.Module):
         folder = Path(folder)
         if not folder.is_dir():
             raise CheckpointError(f"VAE folder {folder} not found; pass a folder written by WanVAE.save_pretrained")
-        cfg = _read_json(folder / CONFIG_NAME)
+        cfg = read_json_object(folder / CONFIG_NAME)
         if cfg.get("_class_name") != FORMAT_TAG:
             hint = (
                 "it is a diffusers folder: use WanVAE.from_diffusers_folder"

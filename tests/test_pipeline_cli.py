@@ -286,3 +286,28 @@ def test_examples_run(tmp_path):
                         str(tmp_path / "m"), "--image", str(tmp_path / "a.png")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "m" / "model_index.json").is_file() and (tmp_path / "a.png").is_file()
+
+
+def test_unreadable_folder_configs_are_one_line_errors(model_dir, tmp_path):
+    """Every model-folder loader (pipeline index, DiT, VAE, text encoder) reports a bad JSON file the same way."""
+    import shutil
+
+    from flashi2v import CheckpointError, WanVAE, load_transformer
+    from flashi2v.text import load_text_encoder
+
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    loaders = {
+        "model_index.json": lambda: FlashI2VPipeline.from_pretrained(bad, device="cpu"),
+        "transformer/config.json": lambda: load_transformer(bad / "transformer"),
+        "vae/config.json": lambda: WanVAE.from_pretrained(bad / "vae"),
+        "text_encoder/config.json": lambda: load_text_encoder(bad / "text_encoder"),
+    }
+    for rel, load in loaders.items():
+        original = (bad / rel).read_text()
+        for content, message in [("{truncated", "cannot read"), ("[1, 2]", "must hold a JSON object, got list")]:
+            (bad / rel).write_text(content)
+            with pytest.raises(CheckpointError, match=message) as e:
+                load()
+            assert str(bad / rel) in str(e.value) and "\n" not in str(e.value)
+        (bad / rel).write_text(original)

@@ -159,3 +159,13 @@ def test_unreadable_inputs(tmp_path):
         load_transformer(tmp_path / "folder")
     with pytest.raises(CheckpointError, match="infer"):
         infer_config({"foo": torch.zeros(1)})
+
+
+def test_legacy_non_zip_pickle_is_read(tmp_path):
+    """Old torch.save files (no zip container) cannot be memory-mapped; the reader falls back to a plain load."""
+    from flashi2v.weights import read_state_dict
+
+    sd = {"a.weight": torch.randn(3, 2), "b": torch.arange(4.0)}
+    torch.save(sd, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    out = read_state_dict(tmp_path / "legacy.pth")
+    assert out.keys() == sd.keys() and all(torch.equal(out[k], sd[k]) for k in sd)

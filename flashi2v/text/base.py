@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from flashi2v.weights.io import read_json_object
 from flashi2v.errors import CheckpointError, ConfigError, InputError
 from flashi2v.text.cleaning import clean_prompt
 
@@ -348,11 +349,8 @@ def read_folder_config(folder: str | Path) -> dict[str, Any]:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{cfg_path} is missing; pass a folder written by TextEncoder.save_pretrained()")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {cfg_path} ({exc}); re-save the encoder with save_pretrained()") from exc
-    if not isinstance(cfg, dict) or cfg.get("format") != FOLDER_FORMAT:
+    cfg = read_json_object(cfg_path)
+    if cfg.get("format") != FOLDER_FORMAT:
         raise CheckpointError(
             f"{cfg_path} is not a flashi2v text-encoder config (no \"format\": \"{FOLDER_FORMAT}\"); "
             "for a plain Hugging Face folder use UMT5TextEncoder.from_hf(...) or MiniLMTextEncoder.from_hf(...)"

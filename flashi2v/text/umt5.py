@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from flashi2v.errors import CheckpointError, ConfigError
+from flashi2v.weights.io import read_state_dict
 from flashi2v.text._hf import format_key_problems, load_hf_model_strict, load_tokenizer
 from flashi2v.text.base import TextEncoder
 
@@ -241,22 +242,7 @@ def load_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"umT5 checkpoint {path} does not exist; pass the path of models_t5_umt5-xxl-enc-bf16.pth"
         )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            try:
-                sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-                sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read umT5 checkpoint {path}: {first}") from exc
-    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path} is not a state dict of tensors; pass the official umT5 encoder .pth file")
-    return dict(sd)
+    return read_state_dict(path)  # safetensors or torch pickle; one-line CheckpointError when unreadable
 
 
 def convert_official_state_dict(

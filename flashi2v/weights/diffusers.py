@@ -33,7 +33,6 @@ float32 while the official code (and ours) uses float64, so the two models diffe
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any, Mapping
 
 from ..config import TransformerConfig
 from ..errors import CheckpointError, ConfigError
+from .io import read_json_object, read_safetensors
 
 __all__ = [
     "KEY_RULES",
@@ -253,17 +253,6 @@ def config_to_diffusers(config: TransformerConfig) -> dict:
 _WEIGHTS = "diffusion_pytorch_model"
 
 
-def _load_safetensors(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint shard not found: {path}") from None
-    except Exception as e:  # truncated / not a safetensors file
-        raise CheckpointError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-
-
 def _expected_shapes(config: TransformerConfig) -> dict[str, tuple[int, ...]]:
     from ..models.wan import WanTransformer
 
@@ -291,32 +280,27 @@ def load_diffusers_folder(folder: str | Path, variant: str | None = None) -> tup
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{folder} has no config.json; pass the diffusers transformer folder")
-    try:
-        cfg_json = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
-    config = config_from_diffusers(cfg_json)
+    config = config_from_diffusers(read_json_object(cfg_path))
 
     stem = _WEIGHTS + (f".{variant}" if variant else "")
     index_path = folder / f"{stem}.safetensors.index.json"
     single_path = folder / f"{stem}.safetensors"
     if index_path.is_file():
-        try:
-            weight_map = json.loads(index_path.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index_path} is not a valid safetensors index ({type(e).__name__}: {e})") from None
+        weight_map = read_json_object(index_path).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index_path} is not a valid safetensors index (no weight_map object)")
         shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise CheckpointError(f"{len(missing)} shard(s) listed in {index_path.name} are missing from {folder}: {', '.join(missing)}")
         state_dict: dict = {}
         for shard in shards:
-            state_dict.update(_load_safetensors(folder / shard))
+            state_dict.update(read_safetensors(folder / shard))
         absent = sorted(set(weight_map) - set(state_dict))
         if absent:
             raise CheckpointError(f"{len(absent)} tensor(s) listed in {index_path.name} are not in their shards, e.g. {absent[0]!r}")
     elif single_path.is_file():
-        state_dict = _load_safetensors(single_path)
+        state_dict = read_safetensors(single_path)
     else:
         others = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".safetensors", ".pt", ".pth"))
         hint = f" (found {', '.join(others)})" if others else ""

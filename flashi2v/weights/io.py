@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -32,7 +33,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             sd = read_safetensors(path)
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            try:
+                sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
+                sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except Exception as e:  # corrupt or not a checkpoint at all
@@ -59,6 +63,21 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}; check that the file is "
                               "complete (re-copy or re-download it)") from None
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path`` (a config or index of a model folder); one-line CheckpointError otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found; the folder must contain {path.name}") from None
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read {path} ({first}); fix or regenerate the file") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}; fix or regenerate the file")
+    return data
 
 
 def aligned(t: torch.Tensor, alignment: int = 64) -> torch.Tensor:

@@ -34,7 +34,7 @@ from ..errors import CheckpointError, ConfigError
 from ..models.flashi2v import FlashI2VTransformer, build_transformer
 from ..models.wan import WanTransformer
 from ..precision import apply_precision, parameter_dtype
-from .io import aligned, atomic_directory, compare_keys, read_state_dict, save_safetensors
+from .io import aligned, atomic_directory, compare_keys, read_json_object, read_state_dict, save_safetensors
 from .mindspeed import is_mindspeed, mindspeed_to_official
 
 FOLDER_FORMAT = "flashi2v-transformer"
@@ -170,10 +170,7 @@ def load_transformer(
             cfg_path = path / CONFIG_NAME
             if not cfg_path.is_file():
                 raise CheckpointError(f"{path} is a folder without {CONFIG_NAME}; expected a model folder")
-            try:
-                raw = json.loads(cfg_path.read_text())
-            except json.JSONDecodeError as e:
-                raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
+            raw = read_json_object(cfg_path)
             if _is_diffusers_config(raw):
                 from .diffusers import load_diffusers_folder
 

@@ -15,7 +15,23 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-MODEL_TYPES = ("t2v", "flashi2v")
+# "t2v": plain Wan2.1 text-to-video. "flashi2v": latent shifting + Fourier guidance (flashi2v.method).
+# The two classic image-to-video baselines on the same plain Wan backbone (flashi2v.paradigms, docs/paradigms.md):
+# "i2v-concat-mask": Wan2.1-I2V style, input = [noisy latent, 4 mask channels, clean first-frame latent] -> in_dim 36;
+# "i2v-concat-noise": CogVideoX-I2V style, input = [noisy latent, noise-augmented image latent padded with zeros
+# over time] -> in_dim 32.
+MODEL_TYPES = ("t2v", "flashi2v", "i2v-concat-mask", "i2v-concat-noise")
+CONCAT_MODEL_TYPES = ("i2v-concat-mask", "i2v-concat-noise")
+MASK_CHANNELS = 4  # Wan2.1-I2V: one mask channel per pixel frame folded into a latent frame (temporal stride 4)
+
+
+def required_in_dim(model_type: str, out_dim: int = 16) -> int:
+    """The patch-embedding input channels ``model_type`` needs for ``out_dim`` latent channels (16 -> 16/16/36/32)."""
+    if model_type == "i2v-concat-mask":
+        return out_dim + MASK_CHANNELS + out_dim
+    if model_type == "i2v-concat-noise":
+        return out_dim + out_dim
+    return out_dim
 
 # Keys of the official ``model_config`` that describe the architecture.
 _OFFICIAL_REQUIRED = ("dim", "ffn_dim", "freq_dim", "in_dim", "num_heads", "num_layers", "out_dim", "text_len")
@@ -36,8 +52,11 @@ _OFFICIAL_NON_ARCH = (
 class TransformerConfig:
     """Architecture of a Wan2.1 DiT, optionally with the two FlashI2V branches.
 
-    ``model_type`` is ``"flashi2v"`` (Wan backbone + learnable projection φ + Fourier embedding) or ``"t2v"``
-    (the plain Wan2.1 text-to-video model).
+    ``model_type`` is ``"flashi2v"`` (Wan backbone + learnable projection φ + Fourier embedding), ``"t2v"``
+    (the plain Wan2.1 text-to-video model), or one of the channel-concatenation image-to-video baselines
+    ``"i2v-concat-mask"`` (in_dim = out_dim + 4 + out_dim = 36) and ``"i2v-concat-noise"`` (in_dim = 2·out_dim = 32),
+    which are plain Wan backbones with a wider patch embedding (see :mod:`flashi2v.paradigms`). ``in_dim`` left
+    unset (None) takes the value the model type needs (:func:`required_in_dim`).
     """
 
     dim: int
@@ -45,7 +64,7 @@ class TransformerConfig:
     num_heads: int
     num_layers: int
     freq_dim: int = 256
-    in_dim: int = 16
+    in_dim: int | None = None  # None: required_in_dim(model_type, out_dim), i.e. 16, or 36 / 32 for the concat types
     out_dim: int = 16
     text_dim: int = 4096
     text_len: int = 512
@@ -63,6 +82,8 @@ class TransformerConfig:
             raise ConfigError(f"patch_size must have 3 entries (t, h, w), got {self.patch_size}")
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.in_dim is None:
+            self.in_dim = required_in_dim(self.model_type, int(self.out_dim))
         for name in ("dim", "ffn_dim", "num_heads", "num_layers", "freq_dim", "in_dim", "out_dim", "text_dim"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -74,6 +95,16 @@ class TransformerConfig:
             raise ConfigError(f"freq_dim must be even, got {self.freq_dim}")
         if self.conv3x3x3_proj and self.model_type != "flashi2v":
             raise ConfigError("conv3x3x3_proj only applies to model_type='flashi2v'")
+        need = required_in_dim(self.model_type, self.out_dim)
+        if self.in_dim != need:
+            layout = {
+                "i2v-concat-mask": f"noisy latent {self.out_dim} + mask {MASK_CHANNELS} + image latent {self.out_dim}",
+                "i2v-concat-noise": f"noisy latent {self.out_dim} + image latent {self.out_dim}",
+            }.get(self.model_type, "the latent channels")
+            raise ConfigError(
+                f"model_type {self.model_type!r} needs in_dim {need} ({layout}) for out_dim {self.out_dim}, "
+                f"got in_dim {self.in_dim}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -82,6 +113,32 @@ class TransformerConfig:
     @property
     def is_flashi2v(self) -> bool:
         return self.model_type == "flashi2v"
+
+    @property
+    def is_i2v(self) -> bool:
+        """True for every image-to-video type (all but ``"t2v"``)."""
+        return self.model_type != "t2v"
+
+    @property
+    def is_concat(self) -> bool:
+        """True for the channel-concatenation baselines (``"i2v-concat-mask"``, ``"i2v-concat-noise"``)."""
+        return self.model_type in CONCAT_MODEL_TYPES
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the video latent (the VAE's z_dim): the model's output channels."""
+        return self.out_dim
+
+    def with_model_type(self, model_type: str) -> "TransformerConfig":
+        """The same backbone as another model type, ``in_dim`` adjusted (e.g. a T2V config -> ``"i2v-concat-mask"``).
+
+        ``conv3x3x3_proj`` is dropped when leaving ``"flashi2v"``.
+        """
+        return self.replace(
+            model_type=model_type,
+            in_dim=required_in_dim(model_type, self.out_dim),
+            conv3x3x3_proj=self.conv3x3x3_proj and model_type == "flashi2v",
+        )
 
     # ----------------------------------------------------------------------------------------------- conversion
     @classmethod
@@ -150,11 +207,15 @@ PRESETS: dict[str, dict] = {
     "flashi2v-14b": dict(_WAN_14B, model_type="flashi2v"),
     "wan2.1-t2v-1.3b": dict(_WAN_1_3B, model_type="t2v"),
     "wan2.1-t2v-14b": dict(_WAN_14B, model_type="t2v"),
+    # The classic I2V baselines on the Wan2.1-T2V-1.3B backbone (flashi2v.paradigms; no CLIP image branch).
+    "i2v-concat-mask-1.3b": dict(_WAN_1_3B, model_type="i2v-concat-mask", in_dim=36),
+    "i2v-concat-noise-1.3b": dict(_WAN_1_3B, model_type="i2v-concat-noise", in_dim=32),
 }
 
 
 def preset(name: str, **overrides) -> TransformerConfig:
-    """A named configuration: one of :data:`PRESETS` (``flashi2v-1.3b``, ``flashi2v-14b``, ``wan2.1-t2v-1.3b``...)."""
+    """A named configuration: one of :data:`PRESETS` (``flashi2v-1.3b``, ``flashi2v-14b``, ``wan2.1-t2v-1.3b``,
+    ``i2v-concat-mask-1.3b``, ``i2v-concat-noise-1.3b``...)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return TransformerConfig(**{**PRESETS[name], **overrides})

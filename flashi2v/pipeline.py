@@ -9,7 +9,9 @@ A model folder (``save_pretrained`` / ``from_pretrained``) holds one subfolder p
       vae/                  config.json + model.safetensors          (flashi2v.vae)
       text_encoder/         config.json + model/ + tokenizer/        (flashi2v.text)
 
-With a plain Wan2.1-T2V transformer the same pipeline does text-to-video (``image=None``).
+With a plain Wan2.1-T2V transformer the same pipeline does text-to-video (``image=None``). Any image-to-video model
+type samples through its paradigm's denoiser (:mod:`flashi2v.paradigms`): FlashI2V, and the channel-concatenation
+baselines ``i2v-concat-mask`` (Wan2.1-I2V style) and ``i2v-concat-noise`` (CogVideoX-I2V style).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import torch
 
 from .errors import CheckpointError, InputError
 from .flow_matching import inference_sigmas
-from .method import FlashI2VDenoiser
-from .models import FlashI2VTransformer, WanTransformer
+from .models import WanTransformer
+from .paradigms import paradigm_for
 from .precision import resolve_dtype
 from .samplers import sample_euler
 from .text import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
@@ -49,7 +51,8 @@ class GenerationDefaults:
     num_steps: int = 50
     shift: float = 7.0
     guidance_scale: float = 5.0
-    cutoff_ratio: float = 0.1
+    cutoff_ratio: float = 0.1  # flashi2v only
+    image_noise_sigma: float = 0.0  # i2v-concat-noise only: the fixed σ_aug of the image latent at inference
     fps: int = 16
     negative_prompt: str = WAN_NEGATIVE_PROMPT
 
@@ -99,9 +102,10 @@ class FlashI2VPipeline:
                 f"text encoder gives {text_encoder.dim}-d states but the transformer expects text_dim "
                 f"{transformer.config.text_dim}; use a matching text encoder"
             )
-        if vae.z_dim != transformer.config.in_dim:
+        if vae.z_dim != transformer.config.latent_channels:
             raise CheckpointError(
-                f"VAE latents have {vae.z_dim} channels but the transformer expects in_dim {transformer.config.in_dim}"
+                f"VAE latents have {vae.z_dim} channels but the transformer works on "
+                f"{transformer.config.latent_channels}-channel latents (out_dim)"
             )
         self.transformer = transformer.eval()
         self.vae = vae.eval()
@@ -113,7 +117,11 @@ class FlashI2VPipeline:
     # ------------------------------------------------------------------------------------------- properties
     @property
     def is_i2v(self) -> bool:
-        return isinstance(self.transformer, FlashI2VTransformer)
+        return self.transformer.config.is_i2v
+
+    @property
+    def model_type(self) -> str:
+        return self.transformer.config.model_type
 
     # ----------------------------------------------------------------------------------------- persistence
     @classmethod
@@ -212,6 +220,17 @@ class FlashI2VPipeline:
         )
         return noise.to(self.device), seeds
 
+    def _augmentation_noise(
+        self, shape: tuple[int, ...], seeds: list[int | None], generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """ε for the image-latent noise augmentation: from ``generator`` (after the initial noise), else sample i's
+        own stream seeded by seed_i + 2^32 (independent of its initial noise, reproducible alone)."""
+        if generator is not None:
+            return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        eps = [torch.randn(shape[1:], generator=torch.Generator().manual_seed(s + 2**32), dtype=torch.float32)
+               for s in seeds]
+        return torch.stack(eps).to(self.device)
+
     # ------------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def __call__(
@@ -226,6 +245,7 @@ class FlashI2VPipeline:
         shift: float | None = None,
         guidance_scale: float | None = None,
         cutoff_ratio: float | None = None,
+        image_noise_sigma: float | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         batch: int = 1,
@@ -237,6 +257,8 @@ class FlashI2VPipeline:
 
         ``image`` is a path, PIL image, array or tensor (or a list, one per prompt). ``keep_aspect`` picks a
         height x width (multiples of 16) near height*width pixels with the image's aspect ratio.
+        ``cutoff_ratio`` applies to FlashI2V models, ``image_noise_sigma`` (σ_aug of the image latent, default 0) to
+        ``i2v-concat-noise`` models; the augmentation noise of sample i is drawn from seed + i (or ``generator``).
         """
         d = self.defaults
         num_frames = check_num_frames(d.num_frames if num_frames is None else num_frames)
@@ -245,6 +267,7 @@ class FlashI2VPipeline:
         shift = d.shift if shift is None else shift
         guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
         cutoff_ratio = d.cutoff_ratio if cutoff_ratio is None else cutoff_ratio
+        image_noise_sigma = d.image_noise_sigma if image_noise_sigma is None else image_noise_sigma
         negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
         if not isinstance(num_steps, int) or num_steps < 1:
             raise InputError(f"num_steps must be a positive integer, got {num_steps}")
@@ -252,6 +275,8 @@ class FlashI2VPipeline:
             raise InputError(f"shift must be > 0, got {shift}")
         if not 0.0 <= cutoff_ratio <= 1.0:
             raise InputError(f"cutoff_ratio must be in [0, 1], got {cutoff_ratio}")
+        if not image_noise_sigma >= 0.0:
+            raise InputError(f"image_noise_sigma must be >= 0, got {image_noise_sigma}")
         if not isinstance(batch, int) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch}")
 
@@ -280,17 +305,25 @@ class FlashI2VPipeline:
             images = [im for im in images for _ in range(batch)]
         b = len(prompts)
         t_lat = (num_frames - 1) // 4 + 1
-        shape = (b, self.transformer.config.in_dim, t_lat, height // 8, width // 8)
+        shape = (b, self.transformer.config.latent_channels, t_lat, height // 8, width // 8)
 
         use_cfg = guidance_scale > 1.0
         context = self.encode_prompts(prompts + ([negative_prompt] * b if use_cfg else []))
         context, negative = (context[:b], context[b:]) if use_cfg else (context, None)
-        if images is not None:
-            z = self.encode_images(images, height, width)
-            model = FlashI2VDenoiser(self.transformer, z, t_lat, cutoff_ratio=cutoff_ratio)
-        else:
-            model = self.transformer
+        z = self.encode_images(images, height, width) if images is not None else None
         noise, seeds = self.make_noise(shape, seed, generator)
+        paradigm = paradigm_for(self.transformer.config)
+        if z is not None:
+            opts: dict[str, Any] = {}
+            if self.model_type == "flashi2v":
+                opts = dict(cutoff_ratio=cutoff_ratio)
+            elif self.model_type == "i2v-concat-noise":
+                opts = dict(aug_sigma=image_noise_sigma)
+                if image_noise_sigma > 0:
+                    opts["aug_noise"] = self._augmentation_noise(tuple(z.shape), seeds, generator)
+            model = paradigm.denoiser(self.transformer, z, t_lat, **opts)
+        else:
+            model = paradigm.denoiser(self.transformer, None, t_lat)
         sigmas = inference_sigmas(num_steps, shift, device=self.device)
         latents = sample_euler(model, noise, sigmas, context, negative, guidance_scale, progress=progress)
         with self._vae_on_device():

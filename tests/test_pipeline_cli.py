@@ -93,6 +93,8 @@ def test_pipeline_options_and_errors(model_dir, image):
     ]:
         with pytest.raises(InputError, match=msg):
             pipe(image, "x", progress=False, **kwargs)
+    from flashi2v import InputError
+
     with pytest.raises(InputError, match="pass an image"):
         pipe(None, "x", progress=False)
     with pytest.raises(InputError, match="does not exist"):
@@ -311,3 +313,29 @@ def test_unreadable_folder_configs_are_one_line_errors(model_dir, tmp_path):
                 load()
             assert str(bad / rel) in str(e.value) and "\n" not in str(e.value)
         (bad / rel).write_text(original)
+
+
+@pytest.mark.parametrize("model_type", ["i2v-concat-mask", "i2v-concat-noise"])
+def test_concat_baseline_pipeline_folders_generate(parts, image, tmp_path, model_type):
+    """The channel-concatenation I2V baselines (flashi2v.paradigms) generate through the same pipeline API."""
+    vae, text, _, _ = parts
+    cfg = TransformerConfig(**TINY, model_type=model_type)
+    assert cfg.in_dim == {"i2v-concat-mask": 36, "i2v-concat-noise": 32}[model_type] and cfg.out_dim == 16
+    model = randomize_(WanTransformer(cfg), seed=3)
+    FlashI2VPipeline(model, vae, text, DEFAULTS).save_pretrained(tmp_path / model_type)
+    pipe = FlashI2VPipeline.from_pretrained(tmp_path / model_type, device="cpu")
+    assert pipe.is_i2v and pipe.model_type == model_type and pipe.transformer.config == cfg
+    a = pipe(image, "an astronaut waves", seed=7, progress=False)
+    assert a.frames.shape == (1, 5, 32, 48, 3) and a.frames.dtype == torch.uint8
+    assert a.latents.shape == (1, 16, 2, 4, 6)
+    assert torch.equal(a.latents, pipe(image, "an astronaut waves", seed=7, progress=False).latents)
+    if model_type == "i2v-concat-noise":  # a fixed inference σ_aug: reproducible per seed, and it matters
+        n1 = pipe(image, "an astronaut waves", seed=7, image_noise_sigma=0.5, progress=False, num_frames=1)
+        n2 = pipe(image, "an astronaut waves", seed=7, image_noise_sigma=0.5, progress=False, num_frames=1)
+        n0 = pipe(image, "an astronaut waves", seed=7, progress=False, num_frames=1)
+        assert torch.equal(n1.latents, n2.latents) and not torch.equal(n1.latents, n0.latents)
+    from flashi2v import InputError
+
+    with pytest.raises(InputError, match="pass an image"):
+        pipe(None, "x", progress=False)
+

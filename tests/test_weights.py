@@ -169,3 +169,46 @@ def test_legacy_non_zip_pickle_is_read(tmp_path):
     torch.save(sd, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
     out = read_state_dict(tmp_path / "legacy.pth")
     assert out.keys() == sd.keys() and all(torch.equal(out[k], sd[k]) for k in sd)
+
+
+@pytest.mark.parametrize("model_type, in_dim", [("i2v-concat-mask", 36), ("i2v-concat-noise", 32)])
+def test_concat_types_save_infer_and_from_t2v(tmp_path, model_type, in_dim):
+    from flashi2v.paradigms import paradigm_for
+
+    cfg = small_config(model_type=model_type, num_heads=2, dim=256, ffn_dim=64, num_layers=1)  # head dim 128
+    assert cfg.in_dim == in_dim
+    ref = randomize_(WanTransformer(cfg)).eval()
+
+    def out(m):
+        with torch.no_grad():
+            return paradigm_for(m).denoiser(m, Z, 2)(X, T, CTX)
+
+    # our folder records the type and reloads it
+    save_transformer(ref, tmp_path / "transformer")
+    saved = json.loads((tmp_path / "transformer" / "config.json").read_text())
+    assert saved["model_type"] == model_type and saved["in_dim"] == in_dim
+    model, _ = load_transformer(tmp_path / "transformer")
+    assert model.config == cfg and torch.equal(out(model), out(ref))
+    # a single file: the type is inferred from the patch embedding's input channels
+    _save(ref.state_dict(), tmp_path / "ckpt.safetensors")
+    assert infer_config(ref.state_dict()).model_type == model_type
+    model, _ = load_transformer(tmp_path / "ckpt.safetensors")
+    assert model.config == cfg.replace(text_len=512) and torch.equal(out(model), out(ref))
+    # from a T2V checkpoint: refused without from_t2v, exactly the T2V model with it
+    t2v = randomize_(WanTransformer(cfg.with_model_type("t2v"))).eval()
+    _save(t2v.state_dict(), tmp_path / "t2v.safetensors")
+    with pytest.raises(CheckpointError, match="from_t2v=True"):
+        load_transformer(tmp_path / "t2v.safetensors", model_type=model_type)
+    model, report = load_transformer(tmp_path / "t2v.safetensors", from_t2v=True, model_type=model_type)
+    assert model.config.model_type == model_type and report.padded == {"patch_embedding.weight": in_dim - 16}
+    with torch.no_grad():
+        assert torch.equal(out(model), t2v(X, T, CTX))
+
+
+def test_unknown_input_channels_and_wan_i2v_are_explained():
+    sd = WanTransformer(small_config(model_type="t2v")).state_dict()
+    bad = dict(sd, **{"patch_embedding.weight": torch.zeros(64, 20, 1, 2, 2)})
+    with pytest.raises(CheckpointError, match="20 input channels .* fits no model type"):
+        infer_config(bad)
+    with pytest.raises(CheckpointError, match="Wan2.1-I2V"):
+        infer_config(dict(sd, **{"img_emb.proj.0.weight": torch.zeros(4)}))

@@ -100,5 +100,6 @@ class FlashI2VTransformer(WanTransformer):
 
 
 def build_transformer(config: TransformerConfig, device: torch.device | str | None = None) -> WanTransformer:
-    """The right class for ``config.model_type``: :class:`FlashI2VTransformer` or :class:`WanTransformer` (T2V)."""
+    """The right class for ``config.model_type``: :class:`FlashI2VTransformer`, or :class:`WanTransformer` for T2V
+    and the channel-concatenation I2V baselines (a plain Wan backbone with in_dim > out_dim, :mod:`flashi2v.paradigms`)."""
     return (FlashI2VTransformer if config.is_flashi2v else WanTransformer)(config, device)

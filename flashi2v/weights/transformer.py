@@ -6,9 +6,11 @@ Formats (:func:`load_transformer` detects them):
    ``diffusion_pytorch_model.safetensors``, FlashI2V training checkpoints (``model_state_dict.pt``...).
 2. **Diffusers folder** (``config.json`` of a ``WanTransformer3DModel`` + sharded safetensors + index), converted by
    the explicit key map in :mod:`flashi2v.weights.diffusers`.
-3. **FlashI2V from Wan2.1-T2V** (the paper's recipe): ``from_t2v=True`` loads a T2V checkpoint into a FlashI2V model;
-   the FlashI2V branches keep their (zero-output) init and the :class:`LoadReport` lists what was filled and what was
-   initialised.
+3. **An image-to-video model from Wan2.1-T2V** (the paper's recipe): ``from_t2v=True`` loads a T2V checkpoint into a
+   FlashI2V model (default) or, with ``model_type="i2v-concat-mask"`` / ``"i2v-concat-noise"``, into a
+   channel-concatenation baseline. FlashI2V's branches keep their (zero-output) init; the concat models get the T2V
+   patch embedding with the extra input channels zero-initialised. Either way the new model starts out computing
+   exactly the T2V model, and the :class:`LoadReport` lists what was filled and what was initialised.
 4. **MindSpeed-style names** (the released FlashI2V-1.3B, spec §9): renamed automatically by
    :mod:`flashi2v.weights.mindspeed` when recognised.
 5. **Our model folder**: ``config.json`` + ``model.safetensors`` (:func:`save_transformer` / :func:`load_transformer`).
@@ -29,7 +31,7 @@ from typing import Mapping
 
 import torch
 
-from ..config import TransformerConfig
+from ..config import MODEL_TYPES, TransformerConfig, required_in_dim
 from ..errors import CheckpointError, ConfigError
 from ..models.flashi2v import FlashI2VTransformer, build_transformer
 from ..models.wan import WanTransformer
@@ -52,6 +54,7 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     initialized: list[str] = field(default_factory=list)
     renamed: int = 0
+    padded: dict[str, int] = field(default_factory=dict)  # tensor -> input channels added (zero) to a T2V tensor
 
     def summary(self) -> str:
         s = f"loaded {len(self.loaded)} tensors from {self.source} ({self.format} format)"
@@ -60,6 +63,8 @@ class LoadReport:
         if self.initialized:
             prefixes = sorted({k.split(".")[0] for k in self.initialized})
             s += f"; initialised {len(self.initialized)} tensors ({', '.join(prefixes)})"
+        for k, n in self.padded.items():
+            s += f"; zero-initialised {n} extra input channels of {k}"
         return s
 
 
@@ -67,8 +72,15 @@ class LoadReport:
 def infer_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = None, **overrides) -> TransformerConfig:
     """Read the architecture off the tensor shapes of an official-names state dict.
 
-    Heads cannot be read from shapes; they default to dim / 128 (true of every released Wan2.1 model).
+    Heads cannot be read from shapes; they default to dim / 128 (true of every released Wan2.1 model). The model
+    type is ``"flashi2v"`` if the FlashI2V branches are present, otherwise read off the patch embedding's input
+    channels: out_dim -> ``"t2v"``, 2·out_dim + 4 -> ``"i2v-concat-mask"``, 2·out_dim -> ``"i2v-concat-noise"``.
     """
+    if any(k.startswith("img_emb.") for k in sd):
+        raise CheckpointError(
+            "this looks like a Wan2.1-I2V checkpoint (CLIP image branch img_emb): not supported; the "
+            "'i2v-concat-mask' model type is its channel-concatenation part without the CLIP image branch"
+        )
     try:
         pe = sd["patch_embedding.weight"]
         dim, in_dim, *patch = pe.shape
@@ -94,8 +106,15 @@ def infer_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = None, *
     if "learnable_proj.proj.0.weight" in sd:
         kw["model_type"] = "flashi2v"
         kw["conv3x3x3_proj"] = sd["learnable_proj.proj.0.weight"].shape[2] == 3
-    else:
-        kw["model_type"] = "t2v"
+    elif "model_type" not in overrides:
+        by_in_dim = {required_in_dim(t, kw["out_dim"]): t for t in MODEL_TYPES if t != "flashi2v"}
+        if kw["in_dim"] not in by_in_dim:
+            known = ", ".join(f"{t} {n}" for n, t in by_in_dim.items())
+            raise CheckpointError(
+                f"patch_embedding has {kw['in_dim']} input channels for {kw['out_dim']} output channels, which fits "
+                f"no model type ({known}); pass a config"
+            )
+        kw["model_type"] = by_in_dim[kw["in_dim"]]
     kw.update(overrides)
     return TransformerConfig(**kw)
 
@@ -110,7 +129,12 @@ def model_from_state_dict(
     source: str = "checkpoint",
     fmt: str = "official",
 ) -> tuple[WanTransformer, LoadReport]:
-    """Build ``config``'s model on the meta device and assign ``sd`` (official names) to it, strictly."""
+    """Build ``config``'s model on the meta device and assign ``sd`` (official names) to it, strictly.
+
+    With ``from_t2v`` and a concat model type, a T2V ``patch_embedding.weight`` (out_dim input channels) is widened
+    to in_dim input channels with zeros, so the model starts as the T2V model.
+    """
+    sd, padded = _pad_t2v_patch_embedding(config, sd, from_t2v, source)
     model = build_transformer(config, device="meta")
     shapes = {k: tuple(p.shape) for k, p in model.state_dict(keep_vars=True).items()}
     branch_prefixes = FlashI2VTransformer.FLASHI2V_PREFIXES if config.is_flashi2v else ()
@@ -135,8 +159,48 @@ def model_from_state_dict(
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover:  # cannot happen after the checks above; never run with uninitialised memory
         raise CheckpointError(f"internal error: parameters left uninitialised: {leftover[:5]}")
-    report = LoadReport(source=source, format=fmt, loaded=list(sd), initialized=sorted(allowed))
+    report = LoadReport(source=source, format=fmt, loaded=list(sd), initialized=sorted(allowed), padded=padded)
     return model, report
+
+
+PATCH_EMBEDDING = "patch_embedding.weight"
+
+
+def _pad_t2v_patch_embedding(config, sd, from_t2v, source):
+    """For the concat types: widen a T2V patch embedding with zero input channels (from_t2v) or explain the error."""
+    w = sd.get(PATCH_EMBEDDING)
+    if not config.is_concat or w is None or w.ndim != 5 or w.shape[1] != config.out_dim or config.in_dim == w.shape[1]:
+        return sd, {}
+    if not from_t2v:
+        raise CheckpointError(
+            f"{source} has a {w.shape[1]}-channel patch embedding (a text-to-video checkpoint) but model_type "
+            f"{config.model_type!r} needs {config.in_dim}; pass from_t2v=True to zero-initialise the extra channels"
+        )
+    extra = config.in_dim - w.shape[1]
+    sd = dict(sd)
+    sd[PATCH_EMBEDDING] = torch.cat([w, w.new_zeros((w.shape[0], extra, *w.shape[2:]))], dim=1)
+    return sd, {PATCH_EMBEDDING: extra}
+
+
+def init_from_t2v(
+    t2v: WanTransformer,
+    model_type: str = "flashi2v",
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[WanTransformer, LoadReport]:
+    """A new image-to-video model of ``model_type`` initialised from an in-memory T2V model (weights copied, not
+    shared): FlashI2V branches zero-output, concat models' extra patch-embedding input channels zero. The result
+    computes exactly what ``t2v`` computes (given the same state); returned in ``eval()`` mode."""
+    if t2v.config.model_type != "t2v":
+        raise ConfigError(f"init_from_t2v needs a 't2v' model, got {t2v.config.model_type!r}")
+    p = next(t2v.parameters())
+    sd = {k: v.detach().clone() for k, v in t2v.state_dict().items()}
+    model, report = model_from_state_dict(
+        t2v.config.with_model_type(model_type), sd, device or p.device, dtype or t2v.dtype, from_t2v=True,
+        source="T2V model", fmt="model",
+    )
+    return model.eval(), report
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -152,12 +216,15 @@ def load_transformer(
     dtype: torch.dtype = torch.float32,
     from_t2v: bool = False,
     num_heads: int | None = None,
+    model_type: str | None = None,
 ) -> tuple[WanTransformer, LoadReport]:
     """Load a DiT from any supported format (see the module docstring). Returns ``(model, report)``.
 
     ``config`` is needed only for single files whose architecture you want to pin (otherwise it is inferred from
     the tensor shapes, with ``num_heads`` defaulting to dim/128). With ``from_t2v=True`` a Wan2.1-T2V checkpoint
-    initialises a FlashI2V model (``config`` then defaults to the inferred T2V architecture as FlashI2V).
+    initialises a FlashI2V model (``config`` then defaults to the inferred T2V architecture as FlashI2V), or the
+    image-to-video ``model_type`` given (``"i2v-concat-mask"``, ``"i2v-concat-noise"``). ``model_type`` turns any
+    config (inferred, from a folder or passed) into that type with the same backbone (in_dim adjusted).
     The model is returned in ``eval()`` mode.
     """
     fmt = "official"
@@ -196,8 +263,10 @@ def load_transformer(
         sd, fmt = new, "mindspeed"
     if config is None:
         config = infer_config(sd, num_heads=num_heads)
-        if from_t2v and not config.is_flashi2v:
-            config = config.replace(model_type="flashi2v")
+        if from_t2v and not config.is_i2v and model_type is None:
+            config = config.with_model_type("flashi2v")
+    if model_type is not None and config.model_type != model_type:
+        config = config.with_model_type(model_type)
     model, report = model_from_state_dict(config, sd, device, dtype, from_t2v=from_t2v, source=src, fmt=fmt)
     report.renamed = renamed
     return model.eval(), report

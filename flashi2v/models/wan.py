@@ -6,6 +6,12 @@ Shapes: x [B, C_in, T, h, w] latents, t [B] timesteps in [0, 1000], context [B, 
 Precision (see :mod:`flashi2v.precision`): the residual stream, time embedding, modulation, norms, RoPE and the
 head run in float32 whatever the weight dtype; the big matrix products (attention projections, FFN, patch/text
 embeddings) run in the dtype of their weights (bf16 on GPU).
+
+Two switches for training at scale, both off by default (and then the code below is plain maths):
+
+* ``model.gradient_checkpointing = True`` recomputes each block in backward (non-reentrant checkpointing);
+* ``model.enable_context_parallel(group)`` splits the token sequence over a process group (Ulysses; see
+  :mod:`flashi2v.parallel.context_parallel`). :func:`flashi2v.parallel.parallelize` sets both from a config.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..config import TransformerConfig
+from ..errors import ConfigError
+from ..parallel import context_parallel as cp
 from .attention import attention
 from .rope import rope_apply
 
@@ -55,6 +64,8 @@ class RMSNorm(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    cp_group = None  # context-parallel process group (set by WanTransformer.enable_context_parallel), None = off
+
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6):
         super().__init__()
         self.num_heads = num_heads
@@ -70,7 +81,13 @@ class SelfAttention(nn.Module):
         q = self.norm_q(self.q(x)).view(b, n, self.num_heads, -1)
         k = self.norm_k(self.k(x)).view(b, n, self.num_heads, -1)
         v = self.v(x).view(b, n, self.num_heads, -1)
-        out = attention(rope_apply(q, grid), rope_apply(k, grid), v)
+        if self.cp_group is None:
+            out = attention(rope_apply(q, grid), rope_apply(k, grid), v)
+        else:  # Ulysses: local tokens x all heads -> all tokens x local heads; the padding never becomes a key
+            tokens = math.prod(grid)
+            q, k, v = cp.sequence_to_heads(torch.stack([q, k, v]), self.cp_group)[:, :, :tokens].unbind(0)
+            out = attention(rope_apply(q, grid), rope_apply(k, grid), v)
+            out = cp.heads_to_sequence(cp.pad_sequence(out, n * cp.group_size(self.cp_group)), self.cp_group)
         return self.o(out.flatten(2))
 
 
@@ -137,6 +154,9 @@ class WanTransformer(nn.Module):
     modulation randn/sqrt(dim), RMSNorm weights ones.
     """
 
+    gradient_checkpointing = False  # recompute every block in backward (activation checkpointing)
+    cp_group = None  # context-parallel process group, see enable_context_parallel
+
     def __init__(self, config: TransformerConfig, device: torch.device | str | None = None):
         super().__init__()
         self.config = config
@@ -187,6 +207,20 @@ class WanTransformer(nn.Module):
         """Compute dtype of the large matrix products (the dtype of the attention weights)."""
         return self.blocks[0].self_attn.q.weight.dtype if len(self.blocks) else self.patch_embedding.weight.dtype
 
+    def enable_context_parallel(self, group) -> None:
+        """Split the token sequence over the process group ``group`` (Ulysses); ``None`` or a group of one turns it off.
+
+        Every rank of the group must then call the model with the same inputs; all of them get the full output.
+        """
+        size = cp.group_size(group)
+        if self.config.num_heads % size:
+            raise ConfigError(
+                f"num_heads {self.config.num_heads} is not divisible by the context-parallel size {size}"
+            )
+        self.cp_group = group if size > 1 else None
+        for block in self.blocks:
+            block.self_attn.cp_group = self.cp_group
+
     def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Time embedding e [B, D] and its 6-way projection e0 [B, 6, D], both float32."""
         s = sinusoidal_embedding(t, self.config.freq_dim).float()
@@ -222,11 +256,18 @@ class WanTransformer(nn.Module):
         h = self.embed_patches(x, fourier_features)  # [B, D, f, gh, gw]
         grid = tuple(h.shape[2:])
         tokens = h.flatten(2).transpose(1, 2).float().contiguous()  # residual stream in fp32, (f, y, x) order
+        if self.cp_group is not None:
+            tokens = cp.split_sequence(tokens, self.cp_group)  # this rank's chunk, zero-padded to a multiple of cp
         e, e0 = self.embed_time(t)
         ctx = self.text_embedding(context.to(self.dtype))
         for block in self.blocks:
-            tokens = block(tokens, e0, grid, ctx)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, e0, grid, ctx, use_reentrant=False)
+            else:
+                tokens = block(tokens, e0, grid, ctx)
         out = self.head(tokens, e)  # [B, L, pt*ph*pw*C_out], fp32
+        if self.cp_group is not None:
+            out = cp.gather_sequence(out, self.cp_group, math.prod(grid))  # full sequence on every rank
         return self.unpatchify(out, grid)
 
     def unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

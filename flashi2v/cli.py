@@ -234,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.cli import add_data_parser
 
     add_data_parser(sub)
+    from .train.cli import add_train_parsers
+
+    add_train_parsers(sub)
+    from .world.cli import register as add_world_parser
+
+    add_world_parser(sub)
     return parser
 
 

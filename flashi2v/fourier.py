@@ -39,10 +39,16 @@ def sample_ratios(
 ) -> torch.Tensor:
     """Per-sample magnitude ratios [B] (float32, clamped to [0, 1]).
 
-    A float is used for every sample; a pair (lo, hi) draws lo + (hi - lo) * U(0, 1) per sample with ``torch.rand``
+    A float is used for every sample, a tensor [B] gives each sample its own; a pair (lo, hi) draws lo + (hi - lo) * U(0, 1) per sample with ``torch.rand``
     on the CPU (from ``generator``, or the global RNG like the official code).
     """
-    if isinstance(ratio, (int, float)):
+    if isinstance(ratio, torch.Tensor):  # explicit per-sample ratios (e.g. drawn per sample by the trainer)
+        r = ratio.detach().float().cpu().reshape(-1)
+        if r.numel() == 1:
+            r = r.expand(batch).clone()
+        if r.numel() != batch:
+            raise ValueError(f"got {r.numel()} ratios for a batch of {batch}")
+    elif isinstance(ratio, (int, float)):
         r = torch.full((batch,), float(ratio))
     else:
         lo, hi = (float(v) for v in ratio)

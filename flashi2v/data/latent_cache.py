@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import CheckpointError, InputError
+from ..weights.io import atomic_write_text
 
 __all__ = ["CACHE_FORMAT", "LatentCacheDataset", "encode_cache", "shard_name"]
 
@@ -50,19 +51,6 @@ CONFIG_KEYS = ("lmdb", "model", "height", "width", "num_frames", "train_fps", "s
 
 def shard_name(k: int) -> str:
     return f"shard_{k:06d}.safetensors"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _atomic_save(tensors: Dict[str, torch.Tensor], path: Path, metadata: Optional[Dict[str, str]] = None) -> None:
@@ -170,7 +158,7 @@ def encode_cache(
                         text_dtype=str(text_encoder.dtype).replace("torch.", ""), latent_shape=None,
                         empty_prompt=EMPTY_PROMPT_NAME, num_source_samples=len(metas), num_shards=num_shards,
                         num_samples=0, skip_counts={}, shards=[], complete=False)
-        _atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     elif manifest.get("num_source_samples") != len(metas):
         raise InputError(f"{lmdb_path} now holds {len(metas)} samples but the cache in {out} was started with "
                          f"{manifest.get('num_source_samples')}; pass a new --output folder")
@@ -211,12 +199,12 @@ def encode_cache(
         manifest["shards"].append(entry)
         manifest["shards"].sort(key=lambda s: s["shard"])
         _summarise(manifest)
-        _atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
         log(f"shard {k + 1}/{manifest['num_shards']}: {len(indices)} samples"
             + (f", skipped {skips}" if skips else ""))
     _summarise(manifest)
     manifest["complete"] = len(manifest["shards"]) == manifest["num_shards"]
-    _atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

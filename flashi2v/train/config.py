@@ -1,0 +1,326 @@
+"""Typed training configuration: nested dataclasses loaded from YAML, with dotted command-line overrides.
+
+    cfg = TrainConfig.from_yaml("train.yaml", overrides=["optim.lr=1e-4", "parallel.cp=2"])
+    cfg.save(output_dir / "config.yaml")     # the resolved config, beside the checkpoints
+
+Every key is checked: an unknown or mistyped key is a one-line :class:`~flashi2v.errors.ConfigError` naming the
+dotted path, never a silently ignored setting. The defaults are the paper's recipe (AdamW lr 2e-5, wd 1e-2,
+eps 1e-15; EMA 0.9999; text dropout 0.1; cutoff ratio ~ U[0.05, 0.95]; logit-normal times with dynamic shift).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..errors import ConfigError
+
+
+# ----------------------------------------------------------------------------------------------------- sections
+@dataclass
+class ModelConfig:
+    """What to train. ``init``: ``scratch``, or a model folder / transformer folder / official checkpoint file."""
+
+    init: str = "scratch"
+    from_t2v: bool = False  # initialise a FlashI2V (or concat) model from Wan2.1-T2V weights (new branches zero)
+    architecture: Optional[dict] = None  # TransformerConfig fields, for init=scratch (or to check a loaded model)
+    preset: Optional[str] = None  # a named preset (flashi2v-1.3b, ...) for init=scratch
+    pipeline: Optional[str] = None  # model folder whose vae/ and text_encoder/ are used (raw data, samples, export)
+    activation_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Training data: a latent cache (``flashi2v data encode``), a filtered LMDB of videos, or random tensors."""
+
+    source: str = "latent_cache"  # latent_cache | videos | random
+    path: Optional[str] = None  # cache folder (latent_cache) or LMDB (videos)
+    height: int = 480  # videos / random: sample size
+    width: int = 832
+    num_frames: int = 49
+    train_fps: float = 16.0
+    batch_size: int = 1  # per data-parallel rank and micro-step
+    num_workers: int = 0
+    text_dropout: float = 0.1  # probability of training on the empty prompt
+    shuffle: bool = True
+    random_samples: int = 1024  # size of the random dataset
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-5
+    weight_decay: float = 1e-2
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-15
+    warmup_steps: int = 0  # linear warm-up from 0 (0 = constant lr, the paper's recipe)
+    grad_accum: int = 1
+
+
+@dataclass
+class ClipConfig:
+    """Gradient clipping. ``adaptive``: the official moving-average clipper (threshold avg + k·std)."""
+
+    mode: str = "adaptive"  # adaptive | fixed | none
+    max_norm: float = 1.0  # fixed threshold, and the adaptive clipper's initial average
+    ema_decay: float = 0.99
+    num_std: float = 3.0
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = True
+    decay: float = 0.9999
+    every: int = 1  # optimizer steps between updates
+
+
+@dataclass
+class FlowConfig:
+    """Training-time distribution of sigma and the Fourier cutoff."""
+
+    distribution: str = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: Any = "dynamic"  # "dynamic" or a number
+    cutoff_ratio: tuple = (0.05, 0.95)
+
+
+@dataclass
+class ParallelSection:
+    dp_replicate: int = 1
+    dp_shard: int = -1  # -1: the rest of the world
+    cp: int = 1
+    param_dtype: str = "auto"  # compute dtype: auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    compile: bool = False
+
+
+@dataclass
+class LoRAConfig:
+    enabled: bool = False
+    rank: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list = field(default_factory=lambda: ["q", "k", "v", "o", "ffn.0", "ffn.2"])
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 1000
+    keep_last: int = 3
+    resume: bool = True  # continue from the newest complete checkpoint in output_dir
+
+
+@dataclass
+class LogConfig:
+    every: int = 10
+    tensorboard: bool = True
+    sample_every: int = 0  # 0 = never; otherwise write sample videos from the validation pairs
+    validation: list = field(default_factory=list)  # [{image: path, prompt: text}, ...]
+    sample_steps: int = 20
+    sample_guidance: float = 5.0
+    sample_ema: bool = True
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "outputs/train"
+    seed: int = 1024
+    max_steps: int = 1000  # optimizer steps
+    device: str = "auto"  # auto | cpu | cuda
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    # ------------------------------------------------------------------------------------------------- I/O
+    @classmethod
+    def from_dict(cls, d: dict | None, overrides: list[str] | tuple = ()) -> "TrainConfig":
+        d = copy.deepcopy(dict(d or {}))  # overrides must not modify the caller's mapping
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-4)")
+            _set_dotted(d, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        cfg = _build(cls, d, "")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, overrides: list[str] | tuple = ()) -> "TrainConfig":
+        d: dict = {}
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"training config not found: {p}")
+            try:
+                d = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{p} is not valid YAML ({str(e).splitlines()[0]})") from None
+            if not isinstance(d, dict):
+                raise ConfigError(f"{p} must contain a mapping of sections, got {type(d).__name__}")
+        return cls.from_dict(d, overrides)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def save(self, path: str | Path) -> None:
+        from ..weights.io import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    # ------------------------------------------------------------------------------------------- checks
+    def validate(self) -> None:
+        def positive(name: str, value, allow_zero: bool = False) -> None:
+            if value < 0 or (value == 0 and not allow_zero):
+                raise ConfigError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
+
+        positive("max_steps", self.max_steps)
+        positive("data.batch_size", self.data.batch_size)
+        positive("data.num_workers", self.data.num_workers, allow_zero=True)
+        positive("optim.lr", self.optim.lr, allow_zero=True)
+        positive("optim.grad_accum", self.optim.grad_accum)
+        positive("optim.warmup_steps", self.optim.warmup_steps, allow_zero=True)
+        positive("checkpoint.every", self.checkpoint.every)
+        positive("checkpoint.keep_last", self.checkpoint.keep_last)
+        positive("log.every", self.log.every)
+        positive("ema.every", self.ema.every)
+        positive("parallel.cp", self.parallel.cp)
+        positive("parallel.dp_replicate", self.parallel.dp_replicate)
+        if not 0.0 <= self.data.text_dropout <= 1.0:
+            raise ConfigError(f"data.text_dropout must be in [0, 1], got {self.data.text_dropout}")
+        if self.data.source not in ("latent_cache", "videos", "random"):
+            raise ConfigError(f"data.source must be latent_cache, videos or random, got {self.data.source!r}")
+        if self.data.source != "random" and not self.data.path:
+            raise ConfigError(f"data.path is required for data.source={self.data.source}")
+        if self.data.source == "videos" and not self.model.pipeline:
+            raise ConfigError("data.source=videos needs model.pipeline (a model folder with vae/ and text_encoder/)")
+        if self.clip.mode not in ("adaptive", "fixed", "none"):
+            raise ConfigError(f"clip.mode must be adaptive, fixed or none, got {self.clip.mode!r}")
+        if not 0.0 <= self.ema.decay <= 1.0:
+            raise ConfigError(f"ema.decay must be in [0, 1], got {self.ema.decay}")
+        if len(self.optim.betas) != 2:
+            raise ConfigError(f"optim.betas must have two values, got {self.optim.betas}")
+        lo, hi = _pair("flow.cutoff_ratio", self.flow.cutoff_ratio)
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ConfigError(f"flow.cutoff_ratio must satisfy 0 <= lo <= hi <= 1, got {self.flow.cutoff_ratio}")
+        if self.flow.shift != "dynamic" and not (isinstance(self.flow.shift, (int, float)) and self.flow.shift > 0):
+            raise ConfigError(f"flow.shift must be 'dynamic' or a positive number, got {self.flow.shift!r}")
+        if self.parallel.param_dtype not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"parallel.param_dtype must be auto, bf16 or fp32, got {self.parallel.param_dtype!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.model.init == "scratch" and not (self.model.architecture or self.model.preset):
+            raise ConfigError("model.init=scratch needs model.architecture (TransformerConfig fields) or model.preset")
+        if self.model.from_t2v and self.model.init == "scratch":
+            raise ConfigError("model.from_t2v needs model.init pointing at a Wan2.1-T2V checkpoint")
+        if self.lora.enabled and self.model.init == "scratch":
+            raise ConfigError("LoRA fine-tunes a pretrained model: set model.init to a checkpoint or model folder")
+        if self.lora.enabled:
+            positive("lora.rank", self.lora.rank)
+        for i, pair in enumerate(self.log.validation):
+            if not isinstance(pair, dict) or "prompt" not in pair:
+                raise ConfigError(f"log.validation[{i}] must be a mapping with 'prompt' (and 'image'), got {pair!r}")
+
+
+# ------------------------------------------------------------------------------------------------- machinery
+def _pair(name: str, value) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a pair [lo, hi], got {value!r}") from None
+    return lo, hi
+
+
+def _set_dotted(d: dict, key: str, value) -> None:
+    parts = key.split(".")
+    node = d
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls, d: Any, path: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path or 'config'} must be a mapping, got {type(d).__name__} {d!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        where = f" in section {path!r}" if path else ""
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}{where}; valid: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in d.items():
+        kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, path: str):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, path)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, path) if len(args) == 1 else value
+    if tp is Any or value is None and tp in (dict, list):
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "2e-5" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
+        return str(value)
+    if tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        return tuple(value)
+    if tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        return list(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x

@@ -1,0 +1,329 @@
+"""The training loop: one entry for one process and for ``torchrun`` (FSDP2 + Ulysses context parallelism).
+
+    flashi2v train --config train.yaml [section.key=value ...]
+
+Order of events (:class:`Trainer`): distributed init and mesh → model (scratch / T2V / FlashI2V checkpoint) →
+LoRA → ``parallelize()`` → AdamW, warm-up, clipper, EMA → data → resume from the newest complete checkpoint → loop.
+Each optimizer step runs ``optim.grad_accum`` micro-steps; each micro-step draws the per-sample randomness from
+generators keyed by (seed, step, micro-step, global slot) (see :mod:`flashi2v.train.data`), so a run is
+reproducible across world sizes and a resumed run continues exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from ..config import TransformerConfig, preset
+from ..errors import ConfigError
+from ..flow_matching import TimeSampler
+from ..weights.io import atomic_write_text
+from .checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from .clipping import GradClipper
+from .config import TrainConfig
+from .data import Batch, BatchLoader, DistributedEpochSampler, build_source, sample_seed
+from .ema import EMA
+from .export import MODEL_CONFIG_NAME
+
+log = logging.getLogger("flashi2v.train")
+
+
+# ------------------------------------------------------------------------------------------------------- model
+def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The DiT to train, in float32 on ``device``: from scratch (seeded), from T2V weights, or from a checkpoint."""
+    from ..models.flashi2v import build_transformer
+    from ..weights.transformer import load_transformer
+
+    m = cfg.model
+    fields = dict(m.architecture or {})
+    if m.init == "scratch":
+        try:
+            arch = preset(m.preset, **fields) if m.preset else TransformerConfig(**fields)
+        except TypeError as e:
+            raise ConfigError(f"model.architecture: {e}") from None
+        torch.manual_seed(cfg.seed)
+        return build_transformer(arch, device=device)
+    src = Path(m.init)
+    if (src / "model_index.json").is_file():
+        src = src / "transformer"
+    if not src.exists():
+        raise ConfigError(f"model.init {m.init} not found (a model folder, a transformer folder or a checkpoint file)")
+    # With a checkpoint, model.architecture may give just the target model_type (e.g. flashi2v from T2V weights)
+    # or the full architecture (to pin what the tensor shapes cannot tell, e.g. num_heads).
+    model_type = fields.pop("model_type", None)
+    arch = None
+    if fields or m.preset:
+        try:
+            arch = preset(m.preset, **fields) if m.preset else TransformerConfig(**fields)
+        except TypeError as e:
+            raise ConfigError(f"model.architecture: {e}") from None
+    model, report = load_transformer(src, config=arch, device=device, dtype=torch.float32, from_t2v=m.from_t2v,
+                                     model_type=model_type)
+    if m.from_t2v:
+        log.info("initialised from T2V weights: %s", report.summary())
+    return model
+
+
+def count_tokens(config: TransformerConfig, latent_shape) -> int:
+    pt, ph, pw = config.patch_size
+    _, t, h, w = latent_shape
+    return (t // pt) * (h // ph) * (w // pw)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        from ..parallel import ParallelConfig, build_mesh, dp_rank, dp_size, init_distributed, parallelize
+        from ..paradigms import paradigm_for
+
+        self.cfg = cfg
+        info = init_distributed()
+        self.rank, self.world = info.rank, info.world_size
+        if cfg.device == "cuda" and info.device.type != "cuda":
+            raise ConfigError("device=cuda but no CUDA device is available; use device=cpu (or auto)")
+        self.device = torch.device("cpu") if cfg.device == "cpu" else info.device
+        self.is_main = self.rank == 0
+        self.out = Path(cfg.output_dir)
+        p = cfg.parallel
+        dtype = p.param_dtype if p.param_dtype != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        self.pcfg = ParallelConfig(dp_replicate=p.dp_replicate, dp_shard=p.dp_shard, cp=p.cp,
+                                   activation_checkpointing=cfg.model.activation_checkpointing,
+                                   param_dtype=dtype, compile=p.compile)
+        # One process in fp32 needs no mesh (plain tensors, no FSDP); bf16 needs FSDP's mixed precision even alone.
+        single = self.world == 1 and self.pcfg.param_dtype == "fp32"
+        self.mesh = None if single else build_mesh(self.pcfg, self.world, self.device.type)
+        self.dp_rank, self.dp_size = dp_rank(self.mesh), dp_size(self.mesh)
+
+        model = build_model(cfg, self.device)
+        self.model_config: TransformerConfig = model.config
+        if cfg.lora.enabled:
+            from .lora import add_lora
+
+            add_lora(model, cfg.lora)
+        self.model = parallelize(model, self.mesh, self.pcfg)
+        self.paradigm = paradigm_for(self.model_config, train_cutoff_ratio=tuple(cfg.flow.cutoff_ratio))
+        self.time_sampler = TimeSampler(cfg.flow.distribution, cfg.flow.logit_mean, cfg.flow.logit_std, cfg.flow.shift)
+
+        params = [q for q in self.model.parameters() if q.requires_grad]
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
+                                           foreach=True)
+        warm = o.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        self.clipper = GradClipper(cfg.clip.mode, cfg.clip.max_norm, cfg.clip.ema_decay, cfg.clip.num_std)
+        self.ema = EMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None
+
+        self.source = build_source(cfg, self.model_config, self.device)
+        self.sampler = DistributedEpochSampler(self.source.num_samples, cfg.data.batch_size, self.dp_rank, self.dp_size,
+                                               cfg.seed, cfg.data.shuffle)
+        self.loader = BatchLoader(self.source, self.sampler, self.device, cfg.data.num_workers)
+        self.step = 0
+        self.tokens_per_sample = count_tokens(self.model_config, self.source.latent_shape)
+        self._tb = None
+        self._sampler_pipe = None
+
+    # -------------------------------------------------------------------------------------------- state
+    def app_state(self) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        state = {"model": get_model_state_dict(self.model), "optim": get_optimizer_state_dict(self.model, self.optimizer)}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def extra_state(self) -> dict:
+        return dict(step=self.step, data=self.loader.state_dict(), clipper=self.clipper.state_dict(),
+                    scheduler=self.scheduler.state_dict(), rng=rng_state(), world_size=self.world)
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.out, self.step, self.app_state(), self.extra_state(), self.cfg.checkpoint.keep_last)
+        if self.is_main:
+            log.info("saved checkpoint %s", path)
+        return path
+
+    def resume(self) -> Optional[int]:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        state = self.app_state()
+
+        def apply(extra: dict) -> None:
+            self.step = int(extra["step"])
+            self.loader.load_state_dict(extra["data"])
+            self.clipper.load_state_dict(extra["clipper"])
+            self.scheduler.load_state_dict(extra["scheduler"])
+            set_rng_state(extra["rng"])
+
+        step = load_latest(self.out, state, apply)
+        if step is not None:
+            set_model_state_dict(self.model, state["model"])
+            set_optimizer_state_dict(self.model, self.optimizer, state["optim"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            if self.is_main:
+                log.info("resumed from step %d (%s)", step, self.out / "checkpoints")
+        return step
+
+    # ---------------------------------------------------------------------------------------------- step
+    def micro_step(self, batch: Batch, micro: int) -> torch.Tensor:
+        """The loss of one micro-batch (already divided by grad_accum) after its backward pass."""
+        cfg = self.cfg
+        b = batch.latents.shape[0]
+        first_slot = (micro * self.dp_size + self.dp_rank) * b  # the sample's place in this step's global batch
+        gens = [torch.Generator().manual_seed(sample_seed(cfg.seed, self.step, first_slot + i)) for i in range(b)]
+        drop = torch.stack([torch.rand((), generator=g) for g in gens]) < cfg.data.text_dropout
+        context = torch.where(drop.to(self.device)[:, None, None], batch.empty_text_emb[None].to(batch.text_emb.dtype),
+                              batch.text_emb)
+        draws = self.paradigm.draw(batch.latents.shape, gens, time_sampler=self.time_sampler, device=self.device)
+        out = self.paradigm.training_loss(self.model, batch.latents, batch.first_frame_latents, context, draws=draws)
+        (out.loss / cfg.optim.grad_accum).backward()
+        return out.loss.detach()
+
+    def train_step(self, batches) -> dict:
+        self.model.train()
+        t0 = time.perf_counter()
+        losses = []
+        for micro in range(self.cfg.optim.grad_accum):
+            losses.append(self.micro_step(next(batches), micro))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        clip = self.clipper(params)
+        if clip.finite:
+            self.optimizer.step()
+            self.scheduler.step()
+        else:
+            log.warning("step %d: non-finite gradient norm, update skipped", self.step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.ema is not None and self.step % self.cfg.ema.every == 0:
+            self.ema.update(self.model)
+        loss = torch.stack(losses).mean()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(loss)
+            loss /= self.world
+        dt = time.perf_counter() - t0
+        samples = self.cfg.data.batch_size * self.cfg.optim.grad_accum * self.dp_size
+        return dict(loss=float(loss), grad_norm=clip.norm, clip_threshold=clip.threshold, clipped=clip.clipped,
+                    lr=self.scheduler.get_last_lr()[0], step_time=dt, samples_per_s=samples / dt,
+                    tokens_per_s=samples * self.tokens_per_sample / dt, memory_gb=self.memory_gb())
+
+    def memory_gb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        return rss / 2**20
+
+    # ---------------------------------------------------------------------------------------------- loop
+    def fit(self) -> list[dict]:
+        cfg = self.cfg
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out / "config.yaml")
+            atomic_write_text(self.out / MODEL_CONFIG_NAME, json.dumps(self.model_config.to_dict(), indent=2) + "\n")
+        if cfg.checkpoint.resume:
+            self.resume()
+        if self.is_main:
+            n = sum(p.numel() for p in self.model.parameters())
+            log.info("training %s (%.2fM parameters, %d trainable tensors) on %d process(es): dp %d x cp %d, "
+                     "batch %d x accum %d, %d tokens/sample, from step %d to %d", self.model_config.model_type,
+                     n / 1e6, sum(p.requires_grad for p in self.model.parameters()), self.world, self.dp_size,
+                     self.pcfg.cp, cfg.data.batch_size, cfg.optim.grad_accum, self.tokens_per_sample, self.step,
+                     cfg.max_steps)
+        history = []
+        while self.step < cfg.max_steps:
+            stats = self.train_step(self.loader)
+            stats["step"] = self.step
+            history.append(stats)
+            if self.step % cfg.log.every == 0 or self.step == cfg.max_steps:
+                self.log_stats(stats)
+            if cfg.log.sample_every and self.step % cfg.log.sample_every == 0:
+                self.write_samples()
+            if self.step % cfg.checkpoint.every == 0 or self.step == cfg.max_steps:
+                self.save()
+        self.loader.close()
+        if self._tb is not None:
+            self._tb.close()
+        return history
+
+    # ------------------------------------------------------------------------------------------- logging
+    def log_stats(self, s: dict) -> None:
+        if not self.is_main:
+            return
+        skipped = getattr(self.source, "skip_counts", None)
+        msg = (f"step {s['step']}/{self.cfg.max_steps}  loss {s['loss']:.4f}  grad_norm {s['grad_norm']:.3g}"
+               f"{' (clipped)' if s['clipped'] else ''}  lr {s['lr']:.3g}  {s['samples_per_s']:.2f} samples/s  "
+               f"{s['tokens_per_s']:.0f} tokens/s  mem {s['memory_gb']:.2f} GB")
+        if skipped:
+            msg += f"  skipped clips {skipped}"
+        print(msg, flush=True)
+        if self.cfg.log.tensorboard:
+            if self._tb is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out / "tensorboard"))
+            for k in ("loss", "grad_norm", "clip_threshold", "lr", "samples_per_s", "tokens_per_s", "memory_gb"):
+                if math.isfinite(s[k]):
+                    self._tb.add_scalar(f"train/{k}", s[k], s["step"])
+            self._tb.flush()
+
+    def write_samples(self) -> None:
+        """Videos of the validation (image, prompt) pairs with the current (EMA) weights; every rank takes part in
+        the forwards (the model may be sharded), rank 0 writes ``samples/step_{step}/video_{i}.mp4``."""
+        from contextlib import nullcontext
+
+        from ..media import write_video
+        from ..pipeline import FlashI2VPipeline, GenerationDefaults
+        from ..text import load_text_encoder
+        from ..vae import WanVAE
+
+        cfg = self.cfg
+        if not cfg.log.validation or not cfg.model.pipeline:
+            return
+        if self._sampler_pipe is None:
+            folder = Path(cfg.model.pipeline)
+            vae = WanVAE.from_pretrained(folder / "vae", dtype=torch.float32, device=self.device)
+            te = load_text_encoder(folder / "text_encoder", device=self.device)
+            self._sampler_pipe = (vae, te)
+        vae, te = self._sampler_pipe
+        pipe = FlashI2VPipeline.__new__(FlashI2VPipeline)
+        pipe.transformer, pipe.vae, pipe.text_encoder = self.model, vae, te
+        pipe.defaults, pipe.device, pipe._offload = GenerationDefaults(), self.device, False
+        d = cfg.data
+        ctx = self.ema.swapped_in(self.model) if (self.ema is not None and cfg.log.sample_ema) else nullcontext()
+        out_dir = self.out / "samples" / f"step_{self.step:09d}"
+        self.model.eval()
+        with ctx, torch.no_grad():
+            for i, pair in enumerate(cfg.log.validation):
+                video = pipe(image=pair.get("image"), prompt=pair["prompt"], num_frames=d.num_frames, height=d.height,
+                             width=d.width, num_steps=cfg.log.sample_steps, guidance_scale=cfg.log.sample_guidance,
+                             seed=cfg.seed + i, progress=False)
+                if self.is_main:
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    write_video(video.frames[0], out_dir / f"video_{i}.mp4", fps=int(d.train_fps))
+        self.model.train()
+        if self.is_main:
+            log.info("wrote %d sample videos to %s", len(cfg.log.validation), out_dir)
+
+
+def train(cfg: TrainConfig) -> list[dict]:
+    """Run a training job described by ``cfg`` (see :class:`TrainConfig`); returns the per-step statistics."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        import torch.distributed as dist
+
+        if trainer.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,378 @@
+"""The trainer in one process: config, clipper, EMA, sampler, checkpoints (atomic, fallback), resume, export, LoRA."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from flashi2v.errors import CheckpointError, ConfigError
+from flashi2v.train.config import TrainConfig
+
+ARCH = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_dim=16, text_len=8, freq_dim=32)
+
+
+def tiny_cfg(tmp_path, model_type="flashi2v", **over) -> TrainConfig:
+    d = dict(
+        output_dir=str(tmp_path / "run"), seed=3, max_steps=4,
+        model=dict(architecture=dict(ARCH, model_type=model_type, **_in_dim(model_type))),
+        data=dict(source="random", height=32, width=32, num_frames=5, batch_size=2, random_samples=16),
+        optim=dict(lr=1e-3), checkpoint=dict(every=2, keep_last=2), log=dict(every=1, tensorboard=False),
+    )
+    overrides = [f"{k}={json.dumps(v)}" for k, v in over.items()]
+    return TrainConfig.from_dict(d, overrides)
+
+
+def _in_dim(model_type):
+    return {"i2v-concat-mask": dict(in_dim=36), "i2v-concat-noise": dict(in_dim=32)}.get(model_type, {})
+
+
+def run(cfg):
+    from flashi2v.train.trainer import Trainer
+
+    t = Trainer(cfg)
+    return t, t.fit()
+
+
+# ------------------------------------------------------------------------------------------------- config
+def test_config_yaml_overrides_and_errors(tmp_path):
+    y = tmp_path / "t.yaml"
+    y.write_text("seed: 5\noptim:\n  lr: 0.001\nmodel:\n  preset: flashi2v-1.3b\ndata:\n  source: random\n")
+    cfg = TrainConfig.from_yaml(y, ["optim.lr=3e-4", "parallel.cp=2", "flow.cutoff_ratio=[0.1, 0.2]"])
+    assert cfg.seed == 5 and cfg.optim.lr == 3e-4 and cfg.parallel.cp == 2 and cfg.flow.cutoff_ratio == (0.1, 0.2)
+    # the paper's recipe is the default
+    d = TrainConfig.from_dict({"model": {"preset": "flashi2v-1.3b"}, "data": {"source": "random"}})
+    assert (d.optim.lr, d.optim.weight_decay, d.optim.betas, d.optim.eps) == (2e-5, 1e-2, (0.9, 0.999), 1e-15)
+    assert (d.ema.decay, d.data.text_dropout, d.flow.cutoff_ratio, d.flow.shift) == (0.9999, 0.1, (0.05, 0.95), "dynamic")
+    cfg.save(tmp_path / "saved.yaml")
+    assert TrainConfig.from_yaml(tmp_path / "saved.yaml").to_dict() == cfg.to_dict()
+    base = {"model": {"preset": "flashi2v-1.3b"}, "data": {"source": "random"}}
+    for bad, msg in [
+        (["optim.lrr=1"], "unknown key(s) lrr in section 'optim'"),
+        (["optim.lr=fast"], "optim.lr must be a number"),
+        (["data.text_dropout=2"], "text_dropout"),
+        (["noequals"], "section.key=value"),
+        (["clip.mode=sometimes"], "clip.mode"),
+        (["data.source=latent_cache"], "data.path is required"),
+    ]:
+        with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            TrainConfig.from_dict(base, bad)
+    with pytest.raises(ConfigError, match="not found"):
+        TrainConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+# ------------------------------------------------------------------------------------------------ clipper
+def test_adaptive_clipper_rule_and_true_norm():
+    from flashi2v.train.clipping import GradClipper
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    c = GradClipper("adaptive", max_norm=1.0, ema_decay=0.9, num_std=3.0)
+    # 1st call: threshold = 1.0; norm 0.5 is kept and updates the statistics
+    p.grad = torch.tensor([0.3, 0.4, 0.0, 0.0])
+    r = c([p])
+    assert r.threshold == 1.0 and not r.clipped and math.isclose(r.norm, 0.5, rel_tol=1e-6)
+    avg = 0.9 * 1.0 + 0.1 * 0.5
+    var = 0.1 * (avg - 0.5) ** 2
+    assert math.isclose(c.avg, avg) and math.isclose(c.var, var)
+    # a spike is clipped to the threshold and does not move the statistics
+    p.grad = torch.tensor([30.0, 40.0, 0.0, 0.0])
+    thr = avg + 3 * math.sqrt(var)
+    r = c([p])
+    assert r.clipped and math.isclose(r.threshold, thr) and math.isclose(r.norm, 50.0, rel_tol=1e-6)
+    assert math.isclose(float(p.grad.norm()), thr, rel_tol=1e-5)
+    assert math.isclose(c.avg, avg) and math.isclose(c.var, var)
+    # state round trip; non-finite gradients are reported, not applied
+    c2 = GradClipper("adaptive")
+    c2.load_state_dict(c.state_dict())
+    assert c2.threshold() == c.threshold()
+    p.grad = torch.tensor([float("nan"), 0, 0, 0])
+    assert not c([p]).finite and c.num_nonfinite == 1
+
+
+def test_ema_rule():
+    from flashi2v.train.ema import EMA
+
+    m = torch.nn.Linear(3, 2)
+    e = EMA(m, decay=0.9)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    e.update(m)
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(e.shadow[n], before[n] - 0.1 * (before[n] - p.detach()))
+    with e.swapped_in(m):
+        torch.testing.assert_close(m.weight.detach(), e.shadow["weight"])
+    torch.testing.assert_close(m.weight.detach(), before["weight"] + 1)
+
+
+def test_sampler_is_layout_independent_and_resumable():
+    from flashi2v.train.data import DistributedEpochSampler
+
+    one = DistributedEpochSampler(10, 4, seed=1)
+    r0, r1 = DistributedEpochSampler(10, 2, 0, 2, seed=1), DistributedEpochSampler(10, 2, 1, 2, seed=1)
+    for _ in range(5):  # crosses epochs (drop-last: 2 batches of 4 per epoch of 10)
+        assert one.next_indices() == r0.next_indices() + r1.next_indices()
+    state = one.state_dict()
+    nxt = one.next_indices()
+    again = DistributedEpochSampler(10, 4, seed=1)
+    again.load_state_dict(state)
+    assert again.next_indices() == nxt
+    from flashi2v.errors import InputError
+
+    with pytest.raises(InputError, match="fewer than one global batch"):
+        DistributedEpochSampler(3, 2, 0, 2)
+
+
+# ----------------------------------------------------------------------------------------------- training
+@pytest.mark.parametrize("model_type", ["flashi2v", "t2v", "i2v-concat-mask", "i2v-concat-noise"])
+def test_training_runs_and_learns_every_paradigm(tmp_path, model_type):
+    cfg = tiny_cfg(tmp_path, model_type, max_steps=6, **{"checkpoint.every": 100, "ema.decay": 0.5})
+    t, hist = run(cfg)
+    assert [h["step"] for h in hist] == list(range(1, 7))
+    assert all(math.isfinite(h["loss"]) and h["grad_norm"] > 0 for h in hist)
+    assert (Path(cfg.output_dir) / "config.yaml").is_file() and (Path(cfg.output_dir) / "model_config.json").is_file()
+    assert json.loads((Path(cfg.output_dir) / "model_config.json").read_text())["model_type"] == model_type
+    # the final step is always checkpointed
+    assert (Path(cfg.output_dir) / "checkpoints" / "step_000000006" / "COMPLETE.json").is_file()
+
+
+def test_overfits_one_batch(tmp_path):
+    cfg = tiny_cfg(tmp_path, max_steps=40, **{"data.random_samples": 2, "data.text_dropout": 0.0,
+                                               "flow.distribution": "uniform", "checkpoint.every": 1000,
+                                               "optim.lr": 3e-3, "clip.mode": "none"})
+    _, hist = run(cfg)
+    first = sum(h["loss"] for h in hist[:5]) / 5
+    last = sum(h["loss"] for h in hist[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+
+
+def test_grad_accum_equals_big_batch(tmp_path):
+    """2 micro-steps of batch 2 = 1 step of batch 4: same samples, same per-sample randomness, same update."""
+    from flashi2v.train.trainer import Trainer
+
+    # eps 1e-8 instead of the recipe's 1e-15: with eps 1e-15 Adam turns gradients that are zero up to rounding
+    # (the zero-initialised φ at step 1) into full +-lr steps whose sign depends on the summation order.
+    a = Trainer(tiny_cfg(tmp_path / "a", max_steps=3, **{"data.batch_size": 4, "clip.mode": "none",
+                                                           "optim.eps": 1e-8}))
+    b = Trainer(tiny_cfg(tmp_path / "b", max_steps=3, **{"data.batch_size": 2, "optim.grad_accum": 2,
+                                                           "clip.mode": "none", "optim.eps": 1e-8}))
+    ha, hb = a.fit(), b.fit()
+    for x, y in zip(ha, hb):
+        assert math.isclose(x["loss"], y["loss"], rel_tol=1e-5)
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=lambda m: f"{n}: {m}")
+
+
+def test_text_dropout_uses_empty_prompt(tmp_path, monkeypatch):
+    from flashi2v.train.trainer import Trainer
+
+    t = Trainer(tiny_cfg(tmp_path, **{"data.text_dropout": 1.0}))
+    seen = []
+    orig = t.paradigm.training_loss
+
+    def spy(model, latents, z, context, **kw):
+        seen.append(context.clone())
+        return orig(model, latents, z, context, **kw)
+
+    monkeypatch.setattr(t.paradigm, "training_loss", spy)
+    t.cfg.max_steps = 1
+    t.fit()
+    assert torch.equal(seen[0], torch.zeros_like(seen[0]))  # the random source's "" embedding is zeros
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def test_checkpoints_keep_last_and_resume_exactly(tmp_path):
+    full = tiny_cfg(tmp_path / "full", max_steps=6)
+    _, ref = run(full)
+    part = tiny_cfg(tmp_path / "part", max_steps=4, **{"data.num_workers": 2})  # prefetching must not skip data
+    run(part)
+    steps = sorted(p.name for p in (Path(part.output_dir) / "checkpoints").iterdir())
+    assert steps == ["step_000000002", "step_000000004"]  # every 2, keep 2
+    resumed_cfg = tiny_cfg(tmp_path / "part", max_steps=6)
+    _, tail = run(resumed_cfg)
+    assert [h["step"] for h in tail] == [5, 6]
+    assert [h["loss"] for h in tail] == [h["loss"] for h in ref[4:]]
+    assert (Path(part.output_dir) / "checkpoints").is_dir()
+    kept = sorted(p.name for p in (Path(part.output_dir) / "checkpoints").iterdir())
+    assert kept == ["step_000000004", "step_000000006"]
+
+
+def test_truncated_checkpoint_falls_back_to_previous(tmp_path, caplog):
+    cfg = tiny_cfg(tmp_path, max_steps=4)
+    _, ref = run(cfg)
+    newest = Path(cfg.output_dir) / "checkpoints" / "step_000000004"
+    shard = max((p for p in newest.iterdir() if p.suffix == ".distcp"), key=lambda p: p.stat().st_size)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # a truncated write
+    t, hist = run(tiny_cfg(tmp_path, max_steps=4))
+    assert any("damaged" in r.message for r in caplog.records)
+    assert [h["step"] for h in hist] == [3, 4]  # resumed from step 2 and retrained steps 3, 4
+    assert [h["loss"] for h in hist] == [h["loss"] for h in ref[2:]]
+    # a garbage checkpoint directory only (nothing usable) is a clear error
+    for p in (Path(cfg.output_dir) / "checkpoints").iterdir():
+        for f in p.glob("*.distcp"):
+            f.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        run(tiny_cfg(tmp_path, max_steps=8))
+
+
+def test_interrupted_save_leaves_no_checkpoint(tmp_path, monkeypatch):
+    import flashi2v.train.checkpoint as ck
+
+    cfg = tiny_cfg(tmp_path, max_steps=2, **{"checkpoint.every": 2})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(BaseException) as info:  # DCP wraps it in a CheckpointException (a BaseException)
+        run(cfg)
+    assert "disk full" in repr(info.value) + str(getattr(info.value, "failures", ""))
+    assert not list((Path(cfg.output_dir) / "checkpoints").glob("step_*"))
+    assert ck.list_checkpoints(cfg.output_dir) == []
+
+
+KILL_SCRIPT = r"""
+import os, signal, sys, json
+import torch
+torch.set_num_threads(2)  # as in the test process (conftest), so float reductions are identical
+from flashi2v.train.config import TrainConfig
+from flashi2v.train.trainer import Trainer
+cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
+kill_at = int(sys.argv[2])
+t = Trainer(cfg)
+orig = t.train_step
+def step(batches):
+    s = orig(batches)
+    print(json.dumps({"step": t.step, "loss": s["loss"]}), flush=True)
+    if t.step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return s
+t.train_step = step
+t.fit()
+"""
+
+
+def test_sigkill_resume_matches_uninterrupted(tmp_path):
+    import random
+
+    ref_cfg = tiny_cfg(tmp_path / "ref", max_steps=7, **{"checkpoint.every": 2})
+    _, ref = run(ref_cfg)
+    cfg = tiny_cfg(tmp_path / "killed", max_steps=7, **{"checkpoint.every": 2})
+    kill_at = random.Random().randint(3, 6)
+    p = subprocess.run([sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg.to_dict()), str(kill_at)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    _, tail = run(cfg)
+    resumed_from = ((kill_at - 1) // 2) * 2  # killed after step kill_at, before its checkpoint
+    assert tail[0]["step"] == resumed_from + 1
+    assert [h["loss"] for h in tail] == [h["loss"] for h in ref[resumed_from:]]
+
+
+# ---------------------------------------------------------------------------------------------- export, LoRA
+def test_export_ema_and_raw(tmp_path):
+    from flashi2v.train.export import export, load_trained_model
+    from flashi2v.weights.transformer import load_transformer
+
+    cfg = tiny_cfg(tmp_path, max_steps=3, **{"ema.decay": 0.5})
+    t, _ = run(cfg)
+    raw = export(cfg.output_dir, tmp_path / "raw", weights="raw")
+    ema = export(cfg.output_dir, tmp_path / "ema", weights="ema")
+    m_raw, _ = load_transformer(raw)
+    m_ema, _ = load_transformer(ema)
+    for n, p in t.model.named_parameters():
+        torch.testing.assert_close(m_raw.state_dict()[n], p.detach(), rtol=0, atol=0)
+        torch.testing.assert_close(m_ema.state_dict()[n], t.ema.shadow[n], rtol=0, atol=0)
+    from flashi2v.errors import InputError
+
+    with pytest.raises(InputError, match="already exists"):
+        export(cfg.output_dir, tmp_path / "raw")
+    with pytest.raises(InputError, match="not a training run"):
+        export(tmp_path, tmp_path / "x")
+
+
+def test_lora_trains_only_adapters_and_merges(tmp_path):
+    from flashi2v.models.flashi2v import build_transformer
+    from flashi2v.config import TransformerConfig
+    from flashi2v.train.export import export
+    from flashi2v.weights.transformer import load_transformer, save_transformer
+
+    torch.manual_seed(0)
+    base = build_transformer(TransformerConfig(**ARCH))
+    save_transformer(base, tmp_path / "base")
+    cfg = tiny_cfg(tmp_path, max_steps=3, **{"model.init": str(tmp_path / "base"), "model.architecture": None,
+                                              "lora.enabled": True, "lora.rank": 4, "lora.alpha": 8,
+                                              "optim.lr": 1e-2, "ema.enabled": False})
+    t, _ = run(cfg)
+    trainable = [n for n, p in t.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    # base weights untouched; adapters moved
+    for n, p in t.model.named_parameters():
+        if "base_layer" in n:
+            key = n.replace(".base_layer", "")
+            torch.testing.assert_close(p.detach(), base.state_dict()[key], rtol=0, atol=0)
+    out = export(cfg.output_dir, tmp_path / "merged", weights="raw")
+    merged, _ = load_transformer(out)
+    assert set(merged.state_dict()) == set(base.state_dict())
+    x = torch.randn(1, 16, 2, 4, 4)
+    ctx = torch.randn(1, 8, 16)
+    ff = torch.randn(1, 16, 2, 4, 4)
+    tt = torch.tensor([500.0])
+    t.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x, tt, ctx, ff), t.model(x, tt, ctx, ff), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(merged(x, tt, ctx, ff), base(x, tt, ctx, ff), atol=1e-4)
+
+
+def test_cli_train_and_export(tmp_path, capsys):
+    from flashi2v.cli import main
+
+    cfg = tiny_cfg(tmp_path, max_steps=2)
+    y = tmp_path / "train.yaml"
+    cfg.save(y)
+    assert main(["train", "--config", str(y), "max_steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert "step 3/3" in out and "tokens/s" in out and "trained to step 3" in out
+    assert main(["export", cfg.output_dir, "--output", str(tmp_path / "m"), "--weights", "raw"]) == 0
+    assert (tmp_path / "m" / "config.json").is_file()
+    assert main(["train", "--config", str(y), "optim.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key(s) nope" in err
+    assert main(["export", str(tmp_path / "nothing"), "--output", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.parametrize("model_type", ["flashi2v", "i2v-concat-mask"])
+def test_init_from_t2v_checkpoint(tmp_path, model_type):
+    """The paper's recipe: start from Wan2.1-T2V weights; the new branches start at zero (step 0 = the T2V model)."""
+    from flashi2v.config import TransformerConfig
+    from flashi2v.models.flashi2v import build_transformer
+    from flashi2v.weights.transformer import save_transformer
+
+    torch.manual_seed(0)
+    t2v = build_transformer(TransformerConfig(**ARCH, model_type="t2v"))
+    save_transformer(t2v, tmp_path / "t2v")
+    cfg = tiny_cfg(tmp_path, max_steps=1, **{"model.init": str(tmp_path / "t2v"), "model.from_t2v": True,
+                                              "model.architecture": {"model_type": model_type}})
+    from flashi2v.train.trainer import Trainer
+
+    t = Trainer(cfg)
+    assert t.model_config.model_type == model_type
+    x = torch.randn(1, 16, 2, 4, 4)
+    ctx = torch.randn(1, 8, 16)
+    tt = torch.tensor([300.0])
+    with torch.no_grad():
+        ref = t2v(x, tt, ctx)
+        if model_type == "flashi2v":
+            out = t.model(x, tt, ctx, fourier_features=torch.randn_like(x))
+            assert torch.equal(t.model.project_first_frame(x[:, :, :1]), torch.zeros_like(x[:, :, :1]))
+        else:
+            out = t.model(torch.cat([x, torch.randn(1, 20, 2, 4, 4)], 1), tt, ctx)
+    assert torch.equal(out, ref)
+    t.fit()
+    with pytest.raises(ConfigError, match="from_t2v"):
+        tiny_cfg(tmp_path, **{"model.from_t2v": True})

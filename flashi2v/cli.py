@@ -52,6 +52,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="DiT compute dtype")
     p.add_argument("--offload", action="store_true", help="keep text encoder and VAE on the CPU while the DiT runs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--cp", type=int, default=1, help="under torchrun: context-parallel ranks per video (default 1)")
+    p.add_argument("--shard", action="store_true",
+                   help="under torchrun: FSDP-shard the DiT and text encoder over all ranks (models too big for one device)")
     p.set_defaults(func=cmd_generate)
 
 
@@ -80,6 +83,19 @@ def cmd_generate(args) -> int:
     if not model_dir.is_dir():
         raise InputError(f"--model folder not found: {model_dir} (build one with `flashi2v convert`)")
 
+    from .parallel.inference import launched_distributed
+
+    if args.cp < 1:
+        raise InputError(f"--cp must be a positive integer, got {args.cp}")
+    distributed = launched_distributed() or args.cp > 1
+    layout = None
+    if distributed:
+        from .parallel.inference import init_inference
+
+        layout = init_inference(args.cp, args.shard)
+        if args.device is None:
+            args.device = str(layout.device)
+
     from .pipeline import FlashI2VPipeline
 
     pipe = FlashI2VPipeline.from_pretrained(model_dir, device=args.device, dtype=args.dtype, offload=args.offload)
@@ -103,6 +119,8 @@ def cmd_generate(args) -> int:
     options = {k: getattr(args, k) for k in ("num_frames", "height", "width", "num_steps", "shift", "guidance_scale",
                                              "cutoff_ratio", "negative_prompt")}
     fps = args.fps or pipe.defaults.fps
+    if layout is not None:
+        return _generate_distributed(args, pipe, layout, prompts, images, options, fps, batch_mode, start)
     outputs = []
     for i, prompt in enumerate(prompts):  # one prompt at a time: memory stays that of a single video batch
         out = pipe(image=images[i] if images else None, prompt=prompt, seed=args.seed + i * args.batch,
@@ -113,7 +131,7 @@ def cmd_generate(args) -> int:
     if batch_mode or args.batch > 1:
         out_dir = Path(args.output_dir if batch_mode else Path(args.output).with_suffix(""))
         out_dir.mkdir(parents=True, exist_ok=True)
-        ext = Path(args.output).suffix if not batch_mode and Path(args.output).suffix else ".mp4"
+        ext = ".mp4" if batch_mode else Path(args.output).suffix  # no suffix: PNG frame folders
         k = 0
         for out in outputs:
             for frames in out.frames:
@@ -136,6 +154,48 @@ def cmd_generate(args) -> int:
     where = written[0] if len(written) == 1 else f"{len(written)} files in {written[0].parent}"
     print(f"wrote {where} ({f.shape[1]} frames, {f.shape[2]}x{f.shape[3]}, {fps} fps) in "
           f"{time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _generate_distributed(args, pipe, layout, prompts, images, options, fps, batch_mode, start) -> int:
+    """torchrun generation: videos (prompt i, copy j, seed = seed + i*batch + j, as in one process) dealt to the
+    data-parallel ranks; each CP group makes its videos together; one rank per CP group writes them."""
+    from .parallel.inference import distribute_pipeline
+
+    distribute_pipeline(pipe, layout)
+    items = [(i, j) for i in range(len(prompts)) for j in range(args.batch)]
+    single = not batch_mode and len(items) == 1
+    out_dir = Path(args.output_dir if batch_mode else Path(args.output).with_suffix(""))
+    ext = ".mp4" if batch_mode else Path(args.output).suffix  # no suffix: PNG frame folders
+    paths = [Path(args.output)] if single else [out_dir / f"video_{k}{ext}" for k in range(len(items))]
+    shape = None
+    for k in layout.assign(len(items)):
+        i, j = items[k if k is not None else 0]  # None: a padding video (FSDP ranks must run in lockstep)
+        out = pipe(image=images[i] if images else None, prompt=prompts[i], seed=args.seed + i * args.batch + j,
+                   batch=1, keep_aspect=args.keep_aspect, progress=not args.quiet and layout.is_main, **options)
+        shape = tuple(out.frames.shape[1:4])
+        if k is not None and layout.writes:
+            paths[k].parent.mkdir(parents=True, exist_ok=True)
+            _write(out.frames[0], paths[k], fps)
+    layout.barrier()
+    if layout.is_main:
+        written = list(paths)
+        if args.grid and not single:
+            from .media import make_grid
+            from .media.video import read_video
+
+            import torch
+
+            videos = [read_video(p)[0] for p in paths]
+            if len({tuple(v.shape) for v in videos}) == 1:
+                written.append(out_dir / "video_grid.mp4")
+                _write(make_grid(torch.stack(videos)), written[-1], fps)
+        where = written[0] if len(written) == 1 else f"{len(written)} files in {written[0].parent}"
+        print(f"wrote {where} ({shape[0]} frames, {shape[1]}x{shape[2]}, {fps} fps) in "
+              f"{time.perf_counter() - start:.1f} s on {layout.world_size} processes "
+              f"(data parallel {layout.dp_size} x context parallel {layout.world_size // layout.dp_size}"
+              f"{', sharded' if layout.sharded else ''})")
+    layout.barrier()
     return 0
 
 

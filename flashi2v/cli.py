@@ -210,6 +210,8 @@ def _add_convert(sub) -> None:
                    help="DiT weights: official .safetensors/.pt (FlashI2V, Wan2.1-T2V, MindSpeed names) or a diffusers folder")
     p.add_argument("--from-t2v", action="store_true",
                    help="initialise a FlashI2V model from a Wan2.1-T2V checkpoint (branches at their init; for training)")
+    p.add_argument("--model-type", choices=["flashi2v", "i2v-concat-mask", "i2v-concat-noise", "t2v"],
+                   help="target model type with --from-t2v (default flashi2v), e.g. a Wan-style concat baseline")
     p.add_argument("--num-heads", type=int, help="attention heads (default: dim / 128, true of all Wan2.1 models)")
     p.add_argument("--vae", required=True, help="Wan2.1_VAE.pth (or .safetensors) or a diffusers VAE folder")
     p.add_argument("--text-encoder", required=True,
@@ -267,7 +269,10 @@ def cmd_convert(args) -> int:
     from .pipeline import FlashI2VPipeline, GenerationDefaults
     from .weights import load_transformer
 
-    transformer, report = load_transformer(args.transformer, from_t2v=args.from_t2v, num_heads=args.num_heads)
+    if args.model_type and not args.from_t2v:
+        raise InputError("--model-type converts Wan2.1-T2V weights: add --from-t2v")
+    transformer, report = load_transformer(args.transformer, from_t2v=args.from_t2v, num_heads=args.num_heads,
+                                           model_type=args.model_type)
     print(f"transformer: {report.summary()}", file=sys.stderr)
     vae = _load_vae(args.vae)
     print(f"vae: loaded {sum(1 for _ in vae.parameters())} tensors from {args.vae}", file=sys.stderr)

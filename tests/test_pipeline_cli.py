@@ -230,6 +230,19 @@ def test_convert_from_official_files(parts, tmp_path, image):
     assert not bad_out.exists() and not any(p.name.startswith(".bad") for p in tmp_path.iterdir())
 
 
+def test_convert_t2v_to_concat_baseline(parts, tmp_path):
+    vae, _, _, t2v = parts
+    torch.save(t2v.state_dict(), tmp_path / "t2v.pt")
+    torch.save(vae.official_state_dict(), tmp_path / "Wan2.1_VAE.pth")
+    common = ["--transformer", str(tmp_path / "t2v.pt"), "--num-heads", "4", "--vae", str(tmp_path / "Wan2.1_VAE.pth"),
+              "--text-encoder", "minilm", "--text-len", "24"]
+    assert main(["convert", *common, "--from-t2v", "--model-type", "i2v-concat-mask", "--output",
+                 str(tmp_path / "wan-style")]) == 0
+    pipe = FlashI2VPipeline.from_pretrained(tmp_path / "wan-style", device="cpu")
+    assert pipe.model_type == "i2v-concat-mask" and pipe.transformer.config.in_dim == 36
+    assert main(["convert", *common, "--model-type", "i2v-concat-mask", "--output", str(tmp_path / "x")]) == 2
+
+
 def test_convert_official_umt5_and_diffusers_folders(tmp_path, image):
     """convert from a diffusers Wan transformer folder + diffusers VAE folder + official umT5 .pth + tokenizer."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel

@@ -376,3 +376,8 @@ def test_init_from_t2v_checkpoint(tmp_path, model_type):
     t.fit()
     with pytest.raises(ConfigError, match="from_t2v"):
         tiny_cfg(tmp_path, **{"model.from_t2v": True})
+
+
+def test_warmup_is_linear_then_constant(tmp_path):
+    _, hist = run(tiny_cfg(tmp_path, max_steps=6, **{"optim.warmup_steps": 4, "optim.lr": 1e-3}))
+    assert [round(h["lr"], 8) for h in hist] == [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]

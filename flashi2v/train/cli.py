@@ -34,7 +34,9 @@ def cmd_train(args) -> int:
 
     cfg = TrainConfig.from_yaml(args.config, args.overrides)
     history = train(cfg)
-    if history:
+    import os
+
+    if history and int(os.environ.get("RANK", "0")) == 0:
         print(f"trained to step {history[-1]['step']} (last loss {history[-1]['loss']:.4f}); checkpoints in "
               f"{cfg.output_dir}/checkpoints")
     return 0

@@ -196,6 +196,7 @@ class Trainer:
             losses.append(self.micro_step(next(batches), micro))
         params = [p for p in self.model.parameters() if p.requires_grad]
         clip = self.clipper(params)
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
         if clip.finite:
             self.optimizer.step()
             self.scheduler.step()
@@ -214,7 +215,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         samples = self.cfg.data.batch_size * self.cfg.optim.grad_accum * self.dp_size
         return dict(loss=float(loss), grad_norm=clip.norm, clip_threshold=clip.threshold, clipped=clip.clipped,
-                    lr=self.scheduler.get_last_lr()[0], step_time=dt, samples_per_s=samples / dt,
+                    lr=lr, step_time=dt, samples_per_s=samples / dt,
                     tokens_per_s=samples * self.tokens_per_sample / dt, memory_gb=self.memory_gb())
 
     def memory_gb(self) -> float:

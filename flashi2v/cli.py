@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .world.cli import register as add_world_parser
 
     add_world_parser(sub)
+    from .bench.cli import register as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,178 @@
+"""``flashi2v bench leakage``: the conditional-image-leakage benchmark (``docs/leakage_benchmark.md``).
+
+Hook into :mod:`flashi2v.cli` with ``register(sub)``; bad arguments raise :class:`~flashi2v.errors.InputError` with a
+one-line message, which the main CLI prints (exit status 2).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import InputError
+
+
+def register(subparsers):
+    """Add ``bench`` (with its ``leakage`` subcommand) to the main parser's ``subparsers``; returns the ``bench``
+    sub-subparsers so that other benchmarks can be added beside it."""
+    from .leakage import DEFAULT_ARCH, EVAL_SPLITS, PARADIGMS, REFERENCES
+
+    b = subparsers.add_parser("bench", help="benchmarks (conditional image leakage)", description=(
+        "Benchmarks. `bench leakage` trains the three image-to-video paradigms on the procedural world with one "
+        "backbone, data and budget, and measures conditional image leakage in and out of domain."))
+    b.set_defaults(func=lambda args: _help(b))
+    bsub = b.add_subparsers(dest="bench_command")
+    p = bsub.add_parser("leakage", help="conditional image leakage: FlashI2V vs concat baselines, in/out of domain",
+                        description=(
+        "Build the world data (train split -> filter -> latent cache; evaluation splits test, ood_background, "
+        "ood_combo, ood_motion), train flashi2v, i2v-concat-mask and i2v-concat-noise with the same backbone, data, "
+        "seed and budget (or take --models), export them, generate from each evaluation clip's first frame and "
+        "caption, and score against the ground truth: first-frame PSNR, chunk-wise PSNR/SSIM (Figure 7a), object "
+        "trajectory error vs the static video, direction agreement, dynamic degree, flicker, colour drift; the "
+        "VAE round trip is the PSNR ceiling. Writes results.json, per_clip.json, results.md and plots/*.png. "
+        "Resumable: rerunning with the same settings reuses finished stages in --workdir."))
+    p.add_argument("--base", help="model folder providing the VAE and text encoder (needed to train)")
+    p.add_argument("--workdir", help="working folder for data, runs, models and evaluations "
+                   "(default outputs/leakage, or outputs/leakage-quick with --quick)")
+    p.add_argument("--output", help="results folder (default WORKDIR/results)")
+    p.add_argument("--quick", action="store_true", help="smoke test: tiny sizes (8 train clips, 2 per split, 5x32x32, "
+                   "a 1-layer dim-32 DiT, 4 steps, 2 sampling steps); explicit options still apply")
+    p.add_argument("--paradigms", nargs="+", choices=PARADIGMS, help=f"paradigms to train (default all: {' '.join(PARADIGMS)})")
+    p.add_argument("--models", nargs="+", default=[], metavar="NAME=FOLDER",
+                   help="evaluate these model folders as given (a paradigm name replaces its training)")
+    p.add_argument("--no-train", action="store_true", help="train nothing: evaluate only --models")
+    g = p.add_argument_group("data")
+    g.add_argument("--train-clips", type=int, help="world train clips (default 1000)")
+    g.add_argument("--eval-clips", type=int, help="clips per evaluation split (default 100)")
+    g.add_argument("--splits", nargs="+", choices=EVAL_SPLITS, help="evaluation splits (default all four)")
+    g.add_argument("--frames", type=int, help="frames per clip, 4k+1 (default 17)")
+    g.add_argument("--size", type=int, help="height and width, multiple of 16 (default 128)")
+    g.add_argument("--fps", type=float, help="clip frame rate (default 16)")
+    g.add_argument("--data-seed", type=int, help="seed of clip 0 of every split (default 0)")
+    g.add_argument("--workers", type=int, help="world rendering processes (default: CPU count)")
+    g.add_argument("--gt-source", choices=["render", "video"], help="ground truth frames: exact render (default) "
+                   "or the decoded MP4")
+    t = p.add_argument_group("training (identical for every paradigm)")
+    t.add_argument("--steps", type=int, help="optimizer steps (default 2000)")
+    t.add_argument("--batch", type=int, help="batch size (default 8)")
+    t.add_argument("--lr", type=float, help="learning rate (default 2e-4)")
+    t.add_argument("--warmup", type=int, help="linear warm-up steps (default 50)")
+    t.add_argument("--seed", type=int, help="training seed (default 0)")
+    t.add_argument("--text-dropout", type=float, help="probability of the empty prompt (default 0.1)")
+    t.add_argument("--ema-decay", type=float, help="EMA decay (default min(0.999, 1 - 10/steps))")
+    t.add_argument("--weights", choices=["ema", "raw"], help="exported weights (default ema)")
+    t.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default min(steps, 500))")
+    t.add_argument("--dim", type=int, help=f"DiT width (default {DEFAULT_ARCH['dim']})")
+    t.add_argument("--ffn-dim", type=int, help=f"DiT FFN width (default {DEFAULT_ARCH['ffn_dim']})")
+    t.add_argument("--heads", type=int, help=f"attention heads (default {DEFAULT_ARCH['num_heads']})")
+    t.add_argument("--layers", type=int, help=f"transformer blocks (default {DEFAULT_ARCH['num_layers']})")
+    t.add_argument("--freq-dim", type=int, help=f"time embedding size (default {DEFAULT_ARCH['freq_dim']})")
+    t.add_argument("--arch", nargs="+", default=[], metavar="KEY=VALUE", help="other TransformerConfig fields "
+                   "(text_len and text_dim default to the base text encoder's)")
+    t.add_argument("--train-override", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                   help="extra TrainConfig overrides, e.g. flow.shift=1.0 clip.mode=none")
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--sample-steps", type=int, help="sampling steps (default 20)")
+    e.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model folder's)")
+    e.add_argument("--shift", type=float, help="sampling time shift (default: the model folder's)")
+    e.add_argument("--sample-seed", type=int, help="noise seed of clip 0; clip i uses seed + i (default 0)")
+    e.add_argument("--negative-prompt", help="negative prompt (default: the empty prompt)")
+    e.add_argument("--gen-batch", type=int, help="clips generated per pipeline call (default 1)")
+    e.add_argument("--chunks", type=int, help="temporal chunks (default 4)")
+    e.add_argument("--include-first", action="store_true", help="score frame 0 (the condition frame) in the first "
+                   "chunk and the clip means too (default: it is scored only by the first-frame PSNR)")
+    e.add_argument("--flow", choices=["tvl1", "ilk", "none"], help="optical flow of the dynamic degree (default "
+                   "tvl1; none skips it)")
+    e.add_argument("--references", nargs="*", choices=REFERENCES, help="reference rows (default all three)")
+    e.add_argument("--save-videos", type=int, help="MP4s kept per model and split (default 2)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads during the run (default: unchanged; 1 is often "
+                   "fastest for tiny models on a busy CPU)")
+    p.set_defaults(func=cmd_leakage)
+    return bsub
+
+
+def _help(parser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _pairs(items, what: str) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise InputError(f"{what} {item!r} must look like NAME=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def config_from_args(args):
+    """A :class:`~flashi2v.bench.leakage.LeakageConfig` from parsed arguments (``--quick`` sets the base values,
+    explicit options override)."""
+    import dataclasses
+
+    import yaml
+
+    from .leakage import DEFAULT_ARCH, QUICK_ARCH, LeakageConfig
+
+    cfg = LeakageConfig.quick() if args.quick else LeakageConfig()
+    over: dict = {}
+    simple = dict(base="base", workdir="workdir", output="output", train_clips="train_clips",
+                  eval_clips="eval_clips", frames="num_frames", fps="fps", data_seed="data_seed", workers="workers",
+                  gt_source="gt_source", steps="steps", batch="batch_size", lr="lr", warmup="warmup_steps",
+                  seed="seed", text_dropout="text_dropout", ema_decay="ema_decay", weights="weights",
+                  checkpoint_every="checkpoint_every", save_videos="save_videos", device="device",
+                  threads="threads")
+    for a, f in simple.items():
+        v = getattr(args, a, None)
+        if v is not None:
+            over[f] = v
+    if "workdir" not in over:
+        over["workdir"] = "outputs/leakage-quick" if args.quick else "outputs/leakage"
+    if args.size is not None:
+        over["height"] = over["width"] = args.size
+    if args.splits:
+        over["eval_splits"] = tuple(args.splits)
+    if args.paradigms:
+        over["paradigms"] = tuple(args.paradigms)
+    if args.no_train:
+        over["paradigms"] = ()
+    if args.references is not None:
+        over["references"] = tuple(args.references)
+    over["models"] = _pairs(args.models, "--models")
+    if args.train_override:
+        over["train_overrides"] = tuple(args.train_override)
+    arch = dict(QUICK_ARCH if args.quick else DEFAULT_ARCH)
+    for a, f in (("dim", "dim"), ("ffn_dim", "ffn_dim"), ("heads", "num_heads"), ("layers", "num_layers"),
+                 ("freq_dim", "freq_dim")):
+        v = getattr(args, a)
+        if v is not None:
+            arch[f] = v
+    for k, v in _pairs(args.arch, "--arch").items():
+        arch[k] = yaml.safe_load(v)
+    over["architecture"] = arch
+    gen = {}
+    for a, f in (("sample_steps", "num_steps"), ("guidance", "guidance_scale"), ("shift", "shift"),
+                 ("sample_seed", "seed"), ("negative_prompt", "negative_prompt"), ("gen_batch", "batch_size")):
+        v = getattr(args, a)
+        if v is not None:
+            gen[f] = v
+    if gen:
+        over["generation"] = dataclasses.replace(cfg.generation, **gen)
+    ev = {}
+    if args.chunks is not None:
+        ev["num_chunks"] = args.chunks
+    if args.include_first:
+        ev["skip_first"] = False
+    if args.flow is not None:
+        ev["dynamic_method"] = args.flow
+    if ev:
+        over["settings"] = dataclasses.replace(cfg.settings, **ev)
+    return dataclasses.replace(cfg, **over)
+
+
+def cmd_leakage(args) -> int:
+    from .leakage import run_leakage
+
+    run_leakage(config_from_args(args))
+    return 0

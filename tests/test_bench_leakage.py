@@ -1,0 +1,200 @@
+"""The conditional-image-leakage benchmark: metrics on constructed cases, and a smoke run of the whole pipeline
+(world data -> filter -> latent cache -> three paradigms trained and exported -> evaluation -> report)."""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flashi2v.bench.leakage import (EVAL_SPLITS, PARADIGMS, REFERENCES, EvalSettings, GenerationSettings,
+                                    LeakageConfig, clip_reference, evaluate_clip, evaluate_model, load_eval_clips,
+                                    oracle_model, run_leakage, static_model, track_object)
+from flashi2v.errors import InputError
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def world_root(tmp_path_factory):
+    """4 in-domain clips, 9 frames at 64x64."""
+    from flashi2v.world import write_dataset
+
+    root = tmp_path_factory.mktemp("world") / "test"
+    write_dataset(root, "test", num_clips=4, seed=0, num_frames=9, height=64, width=64, fps=8, workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def world_clips(world_root):
+    return load_eval_clips(world_root)  # rendered exactly from the stored specs
+
+
+@pytest.fixture(scope="module")
+def base_folder(tmp_path_factory):
+    """A tiny model folder: random WanVAE(base_dim=8), the real MiniLM text encoder, a random tiny DiT."""
+    from flashi2v import FlashI2VTransformer, TransformerConfig
+    from flashi2v.pipeline import FlashI2VPipeline, GenerationDefaults
+    from flashi2v.text import MiniLMTextEncoder
+    from flashi2v.vae import WanVAE
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("base") / "tiny"
+    dit = FlashI2VTransformer(TransformerConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, text_dim=384,
+                                                text_len=16, freq_dim=32))
+    FlashI2VPipeline(dit, WanVAE(base_dim=8), MiniLMTextEncoder.from_package(text_len=16),
+                     GenerationDefaults(num_frames=5, height=32, width=32, num_steps=2, fps=8)).save_pretrained(folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------ constructed cases
+def test_ground_truth_as_model_is_perfect(world_root, world_clips):
+    ev = evaluate_model(oracle_model, world_clips)
+    s = ev.summary
+    assert s["n_clips"] == 4 and len(ev.records) == 4
+    assert s["first_frame_psnr"] == 100.0 and s["psnr"] == 100.0 and s["chunk_psnr"] == [100.0] * 4
+    assert s["ssim"] == pytest.approx(1.0) and s["chunk_mse"] == [0.0] * 4
+    assert s["colour_excess"] == pytest.approx(0.0, abs=1e-9)
+    # every trackable object is found where the ground truth says (sub-pixel: anti-aliased edges only)
+    assert s["n_trackable"] >= 3 and s["miss_rate"] == 0.0
+    assert s["traj_error"] < 1.0 and s["traj_error"] == pytest.approx(s["traj_error_matched"])
+    assert s["n_direction"] >= 1 and s["direction_rate"] == 1.0
+    assert s["static_traj_error"] > 1.0  # the objects do move: standing still costs something
+    # float input in [0, 1] scores the same as uint8
+    c = world_clips[0]
+    a, b = evaluate_clip(c.frames, c), evaluate_clip(c.frames.astype(np.float32) / 255.0, c)
+    assert a["psnr"] == b["psnr"] and a["objects"] == b["objects"]
+    with pytest.raises(InputError, match="shape"):
+        evaluate_clip(c.frames[:3], c)
+    # the decoded MP4s are the same clips up to H.264 loss; limit / indices select clips
+    from flashi2v.metrics import psnr
+
+    decoded = load_eval_clips(world_root, source="video", indices=[2, 0])
+    assert [d.index for d in decoded] == [2, 0] and decoded[1].caption == c.caption
+    assert decoded[1].frames.shape == c.frames.shape and psnr(decoded[1].frames, c.frames).mean > 30
+    assert len(load_eval_clips(world_root, limit=1)) == 1
+
+
+def test_static_baseline_equals_metric_on_repeated_first_frame(world_clips):
+    from flashi2v.metrics import trajectory_error
+
+    settings = EvalSettings()
+    ev = evaluate_model(static_model, world_clips, settings)
+    s = ev.summary
+    assert s["first_frame_psnr"] == 100.0 and s["dynamic_rate"] == 0.0 and s["flicker_mae"] == 0.0
+    assert s["traj_error"] == pytest.approx(s["static_traj_error"]) and s["traj_ratio"] == pytest.approx(1.0)
+    assert s["direction_rate"] == 0.0  # a static video never follows a motion
+    for clip, rec in zip(world_clips, ev.records):
+        repeated = np.repeat(clip.frames[:1], clip.num_frames, axis=0)
+        gains = clip.gt["lighting"]["gain"]
+        diag = math.hypot(*clip.size)
+        for obj, ref, o in zip(clip.gt["objects"], clip_reference(clip, settings), rec["objects"]):
+            assert o["trackable"] == ref["trackable"]
+            if not ref["trackable"]:
+                continue
+            te = trajectory_error(track_object(repeated, obj, gains, settings, ref["gt_centroids"][0]),
+                                  ref["gt_centroids"], miss_penalty=diag)
+            assert o["traj_error"] == pytest.approx(te.penalised) == pytest.approx(o["static_traj_error"])
+            if "direction_agrees" in o:
+                assert o["direction_reason"] in ("too_small", "not_tracked")
+    # a time-reversed video moves every object the wrong way
+    rev = evaluate_model(lambda cs: [c.frames[::-1].copy() for c in cs], world_clips, settings).summary
+    assert rev["direction_rate"] == 0.0 and rev["traj_error"] > s["traj_error"] * 0.5
+    assert rev["first_frame_psnr"] < 40.0
+
+
+# ------------------------------------------------------------------------------------------- the whole thing
+def _check_summary(summ):
+    for key in ("first_frame_psnr", "psnr", "ssim", "mse", "dynamic_rate", "dynamic_score", "flicker_mae",
+                "flicker_score", "colour_drift", "colour_excess"):
+        assert isinstance(summ[key], float) and math.isfinite(summ[key]), key
+    for key in ("chunk_psnr", "chunk_ssim", "chunk_ssim_err", "chunk_mse", "chunk_psnr_std"):
+        assert len(summ[key]) == 4 and all(isinstance(v, float) for v in summ[key]), key
+    for key in ("n_objects", "n_trackable", "n_direction", "traj_error", "static_traj_error", "miss_rate",
+                "direction_rate", "direction_by_motion"):
+        assert key in summ, key
+
+
+def test_smoke_benchmark_trains_evaluates_reports_and_resumes(base_folder, tmp_path, capsys):
+    cfg = LeakageConfig.quick(workdir=str(tmp_path / "work"), base=str(base_folder), train_clips=4, eval_clips=2,
+                              steps=2, threads=1)
+    report = run_leakage(cfg)
+    out = tmp_path / "work" / "results"
+    res = json.loads((out / "results.json").read_text())
+    assert res["model_order"] == list(PARADIGMS) and res["splits"] == list(EVAL_SPLITS)
+    for name in PARADIGMS:
+        folder = Path(res["models"][name])
+        assert json.loads((folder / "model_index.json").read_text())["model_type"] == name
+        assert res["training"][name]["step"] == 2
+        for s in EVAL_SPLITS:
+            _check_summary(res["results"][name][s])
+        assert set(res["drops"][name]) == {"ood_background", "ood_combo", "ood_motion", "mean"}
+    for ref in REFERENCES:
+        for s in EVAL_SPLITS:
+            _check_summary(res["reference_results"][ref][s])
+        assert res["reference_results"][ref]["test"]["n_clips"] == 2
+    assert res["reference_results"]["ground-truth"]["test"]["psnr"] == 100.0
+    assert res["reference_results"]["static"]["test"]["first_frame_psnr"] == 100.0
+    # same backbone, seed and budget for every paradigm; only the model type (and its input width) differ
+    archs = {p: dict(res["training"][p]["config"]["model"]["architecture"]) for p in PARADIGMS}
+    for a in archs.values():
+        a.pop("model_type"), a.pop("in_dim")
+    assert all(a == archs["flashi2v"] for a in archs.values())
+    per_clip = json.loads((out / "per_clip.json").read_text())
+    assert len(per_clip["i2v-concat-noise"]["ood_motion"]) == 2
+    md = (out / "results.md").read_text()
+    assert "## Per model and split" in md and "## Chunk-wise 1 - SSIM" in md and "## In-domain -> out-of-domain" in md
+    assert md.count("| flashi2v | ") >= 4 + 4 + 4
+    for p in ("chunkwise_1-ssim.png", "chunkwise_mse.png", "chunkwise_psnr.png"):
+        assert (out / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((tmp_path / "work" / "eval" / "flashi2v" / "videos" / "test").glob("*.mp4"))
+    printed = capsys.readouterr().out
+    assert "| model | split | FF-PSNR |" in printed and "wrote " in printed
+    assert report["results"] == res["results"]
+
+    # rerun through the CLI: every stage is reused, the numbers are identical
+    from flashi2v.bench.cli import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "leakage", "--quick", "--base", str(base_folder), "--workdir",
+                              str(tmp_path / "work"), "--train-clips", "4", "--eval-clips", "2", "--steps", "2",
+                              "--threads", "1"])
+    assert config_from_args(args) == cfg
+    assert args.func(args) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["results"] == res["results"] and again["reference_results"] == res["reference_results"]
+    assert len(again["reused"]) == 5 + 2 + 3 + 3 + 3 * 4 + 3 * 4  # data, filter, cache, train, export, evals
+
+    # a given model folder, no training, one split; a changed training setup is refused
+    given = LeakageConfig.quick(workdir=str(tmp_path / "work2"), models={"mine": res["models"]["flashi2v"]},
+                                paradigms=(), eval_splits=("test",), references=("static",), eval_clips=2, threads=1)
+    r2 = run_leakage(given)
+    assert r2["model_order"] == ["mine"] and r2["drops"]["mine"] == {} and not r2["training"]
+    assert r2["results"]["mine"]["test"]["psnr"] == pytest.approx(res["results"]["flashi2v"]["test"]["psnr"])
+    changed = LeakageConfig.quick(workdir=str(tmp_path / "work"), base=str(base_folder), train_clips=4,
+                                  eval_clips=2, steps=2, lr=5e-4, threads=1)
+    with pytest.raises(InputError, match="other settings"):
+        run_leakage(changed)
+
+
+def test_config_errors(base_folder, tmp_path):
+    for kw, msg in [
+        (dict(num_frames=6), "4k\\+1"),
+        (dict(height=40), "multiple of 16"),
+        (dict(eval_splits=("train",)), "unknown evaluation split"),
+        (dict(paradigms=("t2v",)), "unknown paradigm"),
+        (dict(models={"static": str(base_folder)}), "reserved"),
+        (dict(models={"x": str(tmp_path)}), "not a model folder"),
+        (dict(base=None), "--base"),
+        (dict(batch_size=9), "exceeds train_clips"),
+    ]:
+        args = dict(workdir=str(tmp_path / "w"), base=str(base_folder))
+        args.update(kw)
+        with pytest.raises(InputError, match=msg):
+            LeakageConfig.quick(**args).validate()
+    with pytest.raises(InputError, match="dynamic_method"):
+        EvalSettings(dynamic_method="raft")
+    assert GenerationSettings().negative_prompt == ""

@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.cli import add_train_parsers
 
     add_train_parsers(sub)
+    from .train.vae_trainer import add_vae_parser
+
+    add_vae_parser(sub)
     from .world.cli import register as add_world_parser
 
     add_world_parser(sub)

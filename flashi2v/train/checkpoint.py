@@ -91,6 +91,27 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# ------------------------------------------------------------------------------------------- training state
+def training_state(model, optimizer, ema=None) -> dict:
+    """The DCP state of a training run: model and optimizer state dicts (sharded as trained) and the EMA."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    return state
+
+
+def restore_training_state(model, optimizer, ema, state: dict) -> None:
+    """Put a :func:`training_state` dict filled by :func:`load_latest` back into the model, optimizer and EMA."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    set_model_state_dict(model, state["model"])
+    set_optimizer_state_dict(model, optimizer, state["optim"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+
+
 # ----------------------------------------------------------------------------------------------------- save
 def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():

@@ -23,6 +23,57 @@ import yaml
 from ..errors import ConfigError
 
 
+# ------------------------------------------------------------------------------------------------ loading
+class YAMLConfig:
+    """YAML + dotted-override loading for a dataclass of sections (``TrainConfig``, ``VAETrainConfig``).
+
+    Subclasses are dataclasses with a ``validate()`` method; ``KIND`` names them in error messages.
+    """
+
+    KIND = "config"
+
+    @classmethod
+    def from_dict(cls, d: dict | None, overrides: list[str] | tuple = ()):
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"the {cls.KIND} must be a mapping of sections, got {type(d).__name__}")
+        d = copy.deepcopy(dict(d or {}))  # overrides must not modify the caller's mapping
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-4)")
+            try:
+                parsed = yaml.safe_load(value) if value.strip() else None
+            except yaml.YAMLError:
+                raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+            _set_dotted(d, key.strip(), parsed)
+        cfg = _build(cls, d, "")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, overrides: list[str] | tuple = ()):
+        d: dict = {}
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"{cls.KIND} not found: {p}")
+            try:
+                d = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{p} is not valid YAML ({str(e).splitlines()[0]})") from None
+            if not isinstance(d, dict):
+                raise ConfigError(f"{p} must contain a mapping of sections, got {type(d).__name__}")
+        return cls.from_dict(d, overrides)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def save(self, path: str | Path) -> None:
+        from ..weights.io import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
 # ----------------------------------------------------------------------------------------------------- sections
 @dataclass
 class ModelConfig:
@@ -128,7 +179,9 @@ class LogConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(YAMLConfig):
+    KIND = "training config"
+
     output_dir: str = "outputs/train"
     seed: int = 1024
     max_steps: int = 1000  # optimizer steps
@@ -143,42 +196,6 @@ class TrainConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
-
-    # ------------------------------------------------------------------------------------------------- I/O
-    @classmethod
-    def from_dict(cls, d: dict | None, overrides: list[str] | tuple = ()) -> "TrainConfig":
-        d = copy.deepcopy(dict(d or {}))  # overrides must not modify the caller's mapping
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-4)")
-            _set_dotted(d, key.strip(), yaml.safe_load(value) if value.strip() else None)
-        cfg = _build(cls, d, "")
-        cfg.validate()
-        return cfg
-
-    @classmethod
-    def from_yaml(cls, path: str | Path | None, overrides: list[str] | tuple = ()) -> "TrainConfig":
-        d: dict = {}
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"training config not found: {p}")
-            try:
-                d = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{p} is not valid YAML ({str(e).splitlines()[0]})") from None
-            if not isinstance(d, dict):
-                raise ConfigError(f"{p} must contain a mapping of sections, got {type(d).__name__}")
-        return cls.from_dict(d, overrides)
-
-    def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
-
-    def save(self, path: str | Path) -> None:
-        from ..weights.io import atomic_write_text
-
-        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     # ------------------------------------------------------------------------------------------- checks
     def validate(self) -> None:

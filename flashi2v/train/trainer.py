@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import resource
 import sys
 import time
@@ -28,7 +27,8 @@ from ..config import TransformerConfig, preset
 from ..errors import ConfigError
 from ..flow_matching import TimeSampler
 from ..weights.io import atomic_write_text
-from .checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (load_latest, restore_training_state, rng_state, save_checkpoint, set_rng_state,
+                         training_state)
 from .clipping import GradClipper
 from .config import TrainConfig
 from .data import Batch, BatchLoader, DistributedEpochSampler, build_source, sample_seed
@@ -134,12 +134,7 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------- state
     def app_state(self) -> dict:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-
-        state = {"model": get_model_state_dict(self.model), "optim": get_optimizer_state_dict(self.model, self.optimizer)}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
+        return training_state(self.model, self.optimizer, self.ema)
 
     def extra_state(self) -> dict:
         return dict(step=self.step, data=self.loader.state_dict(), clipper=self.clipper.state_dict(),
@@ -152,8 +147,6 @@ class Trainer:
         return path
 
     def resume(self) -> Optional[int]:
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
-
         state = self.app_state()
 
         def apply(extra: dict) -> None:
@@ -165,10 +158,7 @@ class Trainer:
 
         step = load_latest(self.out, state, apply)
         if step is not None:
-            set_model_state_dict(self.model, state["model"])
-            set_optimizer_state_dict(self.model, self.optimizer, state["optim"])
-            if self.ema is not None:
-                self.ema.load_state_dict(state["ema"])
+            restore_training_state(self.model, self.optimizer, self.ema, state)
             if self.is_main:
                 log.info("resumed from step %d (%s)", step, self.out / "checkpoints")
         return step

@@ -33,8 +33,6 @@ What it does (docs/vae_training.md):
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
 import math
@@ -43,6 +41,7 @@ import shutil
 import sys
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ import torch
 import yaml
 
 from ..errors import ConfigError, InputError
-from .config import _build, _plain, _set_dotted
+from .config import YAMLConfig
 
 log = logging.getLogger("flashi2v.train")
 
@@ -181,7 +180,9 @@ class VAELogConfig:
 
 
 @dataclass
-class VAETrainConfig:
+class VAETrainConfig(YAMLConfig):
+    KIND = "VAE training config"
+
     output_dir: str = "outputs/vae"
     seed: int = 0
     max_steps: int = 1000
@@ -197,48 +198,6 @@ class VAETrainConfig:
     export: VAEExportConfig = field(default_factory=VAEExportConfig)
     checkpoint: VAECheckpointConfig = field(default_factory=VAECheckpointConfig)
     log: VAELogConfig = field(default_factory=VAELogConfig)
-
-    # ------------------------------------------------------------------------------------------------- I/O
-    @classmethod
-    def from_dict(cls, d: dict | None, overrides: list[str] | tuple = ()) -> VAETrainConfig:
-        if d is not None and not isinstance(d, dict):
-            raise ConfigError(f"the VAE training config must be a mapping of sections, got {type(d).__name__}")
-        d = copy.deepcopy(dict(d or {}))
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
-            try:
-                parsed = yaml.safe_load(value) if value.strip() else None
-            except yaml.YAMLError:
-                raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
-            _set_dotted(d, key.strip(), parsed)
-        cfg = _build(cls, d, "")
-        cfg.validate()
-        return cfg
-
-    @classmethod
-    def from_yaml(cls, path: str | Path | None, overrides: list[str] | tuple = ()) -> VAETrainConfig:
-        d: dict = {}
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"VAE training config not found: {p}")
-            try:
-                d = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{p} is not valid YAML ({str(e).splitlines()[0]})") from None
-            if not isinstance(d, dict):
-                raise ConfigError(f"{p} must contain a mapping of sections, got {type(d).__name__}")
-        return cls.from_dict(d, overrides)
-
-    def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
-
-    def save(self, path: str | Path) -> None:
-        from ..weights.io import atomic_write_text
-
-        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     # ------------------------------------------------------------------------------------------------ derived
     @property
@@ -691,16 +650,9 @@ class VAETrainer:
 
     # ------------------------------------------------------------------------------------------------ state
     def app_state(self) -> dict:
-        from torch.distributed.checkpoint.state_dict import (
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
+        from .checkpoint import training_state
 
-        state = {"model": get_model_state_dict(self.net),
-                 "optim": get_optimizer_state_dict(self.net, self.optimizer)}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
+        return training_state(self.net, self.optimizer, self.ema)
 
     def extra_state(self) -> dict:
         from .checkpoint import rng_state
@@ -716,12 +668,7 @@ class VAETrainer:
         return path
 
     def resume(self) -> int | None:
-        from torch.distributed.checkpoint.state_dict import (
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
-
-        from .checkpoint import load_latest, set_rng_state
+        from .checkpoint import load_latest, restore_training_state, set_rng_state
 
         state = self.app_state()
 
@@ -734,10 +681,7 @@ class VAETrainer:
 
         step = load_latest(self.out, state, apply)
         if step is not None:
-            set_model_state_dict(self.net, state["model"])
-            set_optimizer_state_dict(self.net, self.optimizer, state["optim"])
-            if self.ema is not None:
-                self.ema.load_state_dict(state["ema"])
+            restore_training_state(self.net, self.optimizer, self.ema, state)
             log.info("resumed from step %d (%s)", step, self.out / "checkpoints")
         return step
 
@@ -801,7 +745,7 @@ class VAETrainer:
         if self.eval_clips is None:
             return {}
         self.net.eval()
-        ctx = self.ema.swapped_in(self.net) if self.ema is not None else _null()
+        ctx = self.ema.swapped_in(self.net) if self.ema is not None else nullcontext()
         with ctx:
             res = evaluate_roundtrip(self.vae, self.eval_clips)
         self.net.train()
@@ -815,7 +759,7 @@ class VAETrainer:
         cfg = self.cfg
         self.net.eval()
         use_ema = self.ema is not None and cfg.export.use_ema
-        ctx = self.ema.swapped_in(self.net) if use_ema else _null()
+        ctx = self.ema.swapped_in(self.net) if use_ema else nullcontext()
         with ctx:
             n = self.train_clips.num_samples
             k = min(cfg.export.stats_clips, n)
@@ -907,14 +851,6 @@ class VAETrainer:
         print(f"step {s['step']}/{self.cfg.max_steps}  loss {avg['loss']:.4f} ({parts})  psnr {avg['psnr']:.2f} dB  "
               f"grad_norm {s['grad_norm']:.3g}  lr {s['lr']:.3g}  {avg['step_time']:.2f} s/step  {sps:.2f} samples/s"
               + (f"  skipped clips {skipped}" if skipped else ""), flush=True)
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _plain_stats(s: dict) -> dict:

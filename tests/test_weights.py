@@ -212,3 +212,17 @@ def test_unknown_input_channels_and_wan_i2v_are_explained():
         infer_config(bad)
     with pytest.raises(CheckpointError, match="Wan2.1-I2V"):
         infer_config(dict(sd, **{"img_emb.proj.0.weight": torch.zeros(4)}))
+
+
+def test_atomic_directory_has_normal_permissions(tmp_path):
+    """The finished folder gets the mode of an ordinary mkdir (mkdtemp's 0700 would hide shipped models)."""
+    from flashi2v.weights.io import atomic_directory
+
+    (tmp_path / "plain").mkdir()
+    with atomic_directory(tmp_path / "atomic") as tmp:
+        (tmp / "x").write_text("1")
+    assert (tmp_path / "atomic").stat().st_mode == (tmp_path / "plain").stat().st_mode
+    with atomic_directory(tmp_path / "atomic", overwrite=True) as tmp:
+        (tmp / "y").write_text("2")
+    assert sorted(p.name for p in (tmp_path / "atomic").iterdir()) == ["y"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

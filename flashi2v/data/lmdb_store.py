@@ -14,12 +14,12 @@ from __future__ import annotations
 import bisect
 import os
 import pickle
-import shutil
 import uuid
 from pathlib import Path
 from typing import Iterable, Union
 
 from ..errors import InputError
+from ..weights.io import remove_path, replace_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -48,13 +48,6 @@ def output_path(save_path: PathLike, count: int) -> Path:
     if save_path.suffix == ".lmdb":
         return save_path.parent / f"filtered_samples_{count}_{save_path.name}"
     return save_path / f"filtered_samples_{count}.lmdb"
-
-
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=True)
-    elif p.exists() or p.is_symlink():
-        p.unlink()
 
 
 def write_lmdb(samples: Iterable[dict], final: PathLike, overwrite: bool = False, map_size: int = DEFAULT_MAP_SIZE,
@@ -89,15 +82,9 @@ def write_lmdb(samples: Iterable[dict], final: PathLike, overwrite: bool = False
             env.sync(True)
         finally:
             env.close()
-        if final.exists():  # overwrite: move the old one aside first, so a failure here keeps one of the two
-            old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:10]}.old")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
-        else:
-            os.replace(tmp, final)
+        replace_path(tmp, final)  # overwrite: the old DB is moved aside first, so a failure keeps one of the two
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
     return count
 

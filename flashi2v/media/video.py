@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import uuid
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..weights.io import remove_path, replace_path
 
 __all__ = [
     "VIDEO_FORMATS",
@@ -201,16 +201,6 @@ def _temp_sibling(final: Path, suffix: str = "") -> Path:
     return final.with_name(f".{final.name}.{uuid.uuid4().hex[:10]}.part{suffix}")
 
 
-def _remove(p: Path) -> None:
-    try:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-    except OSError:
-        pass
-
-
 def _write_h264(frames: Iterator[np.ndarray], tmp: Path, container_fmt: str, fps: Fraction, crf: int, preset: str):
     av = _import_av()
     first = next(frames)
@@ -347,15 +337,9 @@ def write_video(
             _write_gif(it, tmp, fps_frac)
         else:
             _write_png_dir(it, tmp)
-        if fmt == "png" and path.exists():
-            old = _temp_sibling(path, ".old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            _remove(old)
-        else:
-            os.replace(tmp, path)
+        replace_path(tmp, path)
     except BaseException as e:
-        _remove(tmp)
+        remove_path(tmp)
         if isinstance(e, (InputError, KeyboardInterrupt, SystemExit)):
             raise
         if isinstance(e, OSError) or type(e).__module__.startswith("av"):

@@ -37,10 +37,8 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
-import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +48,7 @@ import torch
 import yaml
 
 from ..errors import ConfigError, InputError
+from ..weights.io import atomic_directory
 from .config import YAMLConfig
 
 log = logging.getLogger("flashi2v.train")
@@ -770,19 +769,8 @@ class VAETrainer:
             final_vae.model.load_state_dict({k2: v.detach().cpu() for k2, v in self.net.state_dict().items()})
         final_vae.to(_DTYPES[cfg.export.dtype])
         target = self.out / "vae"
-        tmp = self.out / f".vae.{uuid.uuid4().hex[:8]}.tmp"
-        try:
+        with atomic_directory(target, overwrite=True) as tmp:
             final_vae.save_pretrained(tmp)
-            if target.exists():
-                old = self.out / f".vae.{uuid.uuid4().hex[:8]}.old"
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.net.train()
         log.info("wrote %s (%d clips for the latent statistics; mean |mean| %.3f, mean std %.3f)", target, len(idx),
                  sum(abs(v) for v in mean) / len(mean), sum(std) / len(std))

@@ -6,7 +6,6 @@ import json
 import os
 import uuid
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -125,6 +124,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def remove_path(p: str | os.PathLike) -> None:
+    """Best-effort removal of a file, folder or symlink (cleanup of temporaries; never raises)."""
+    p = Path(p)
+    try:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    except OSError:
+        pass
+
+
+def replace_path(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move the finished ``tmp`` to ``final``. A file replaces a file atomically; an existing folder is first moved
+    aside (so a failure in between keeps one of the two) and deleted after the rename."""
+    tmp, final = Path(tmp), Path(final)
+    if final.is_dir() and not final.is_symlink():
+        old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:10]}.old")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        remove_path(old)
+    else:
+        os.replace(tmp, final)
+
+
 @contextmanager
 def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
     """Yield a temporary directory next to ``final``; it is renamed to ``final`` only if the block succeeds.
@@ -136,18 +160,13 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
     if final.exists() and not overwrite:
         raise CheckpointError(f"{final} already exists; choose another path or pass overwrite=True")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:10]}")
+    tmp.mkdir()  # (not mkdtemp: its 0700 mode would end up on the finished folder)
     try:
         yield tmp
-        if final.exists():
-            backup = final.with_name(f".{final.name}.old-{os.getpid()}")
-            final.rename(backup)
-            tmp.rename(final)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        replace_path(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_path(tmp)
         raise
 
 

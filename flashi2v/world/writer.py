@@ -19,7 +19,6 @@ import json
 import multiprocessing as mp
 import numbers
 import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import InputError
+from ..weights.io import remove_path, replace_path
 from .scene import check_seed, sample_scene, validate_clip_size
 from .splits import get_split
 
@@ -77,16 +77,6 @@ def _pos_int(name: str, value, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < low:
         raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
-
-
-def _remove(p: Path) -> None:
-    try:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-    except OSError:
-        pass
 
 
 def _init_worker() -> None:
@@ -211,15 +201,9 @@ def write_dataset(out_dir: Union[str, os.PathLike], split: str = "train", num_cl
         (tmp / "ground_truth.json").write_text(_ground_truth_text(header, clips), encoding="utf-8")
         (tmp / "filter.yaml").write_text(_filter_yaml(final / "annotations.txt", num_frames, height, width, fps),
                                          encoding="utf-8")
-        if final.exists() or final.is_symlink():
-            old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:10]}.old")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
-        else:
-            os.replace(tmp, final)
+        replace_path(tmp, final)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
     return WorldDataset(root=final, split=sp.name, num_clips=num_clips, seed=seed, num_frames=num_frames,
                         height=height, width=width, fps=fps, seconds=time.perf_counter() - start)

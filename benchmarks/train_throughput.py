@@ -52,6 +52,8 @@ from datetime import timedelta
 
 import torch
 
+from dit_forward import cpu_name  # benchmarks/ is on sys.path when run as a script
+
 # dim 256 = 8 heads x 32; 17 frames 128x128 -> latent (16, 5, 16, 16) -> (5, 8, 8) = 320 tokens
 SMALL = dict(dim=256, ffn_dim=1024, num_heads=8, num_layers=4, text_dim=64, text_len=32, freq_dim=256)
 
@@ -218,17 +220,6 @@ def spawn(v: Variant, cfg_dict: dict, steps: int, timeout_s: float, quiet: bool)
 
 
 # ------------------------------------------------------------------------------------------------------ report
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def summarise(results: dict[str, list], warmup: int) -> dict[str, dict]:
     out = {}
     for name, runs in results.items():

@@ -129,9 +129,8 @@ def cmd_generate(args) -> int:
 
     written: list[Path] = []
     if batch_mode or args.batch > 1:
-        out_dir = Path(args.output_dir if batch_mode else Path(args.output).with_suffix(""))
+        out_dir, ext = _batch_outputs(args, batch_mode)
         out_dir.mkdir(parents=True, exist_ok=True)
-        ext = ".mp4" if batch_mode else Path(args.output).suffix  # no suffix: PNG frame folders
         k = 0
         for out in outputs:
             for frames in out.frames:
@@ -157,6 +156,14 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _batch_outputs(args, batch_mode: bool) -> tuple[Path, str]:
+    """Folder and extension of video_{k}: --output-dir / .mp4 in batch mode; else beside --output with its suffix
+    (no suffix: PNG frame folders)."""
+    if batch_mode:
+        return Path(args.output_dir), ".mp4"
+    return Path(args.output).with_suffix(""), Path(args.output).suffix
+
+
 def _generate_distributed(args, pipe, layout, prompts, images, options, fps, batch_mode, start) -> int:
     """torchrun generation: videos (prompt i, copy j, seed = seed + i*batch + j, as in one process) dealt to the
     data-parallel ranks; each CP group makes its videos together; one rank per CP group writes them."""
@@ -165,8 +172,7 @@ def _generate_distributed(args, pipe, layout, prompts, images, options, fps, bat
     distribute_pipeline(pipe, layout)
     items = [(i, j) for i in range(len(prompts)) for j in range(args.batch)]
     single = not batch_mode and len(items) == 1
-    out_dir = Path(args.output_dir if batch_mode else Path(args.output).with_suffix(""))
-    ext = ".mp4" if batch_mode else Path(args.output).suffix  # no suffix: PNG frame folders
+    out_dir, ext = _batch_outputs(args, batch_mode)
     paths = [Path(args.output)] if single else [out_dir / f"video_{k}{ext}" for k in range(len(items))]
     shape = None
     for k in layout.assign(len(items)):

@@ -15,6 +15,7 @@ The world is a mesh (dp_shard = N / C, cp = C):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -31,6 +32,8 @@ class InferenceLayout:
     cp_rank: int = 0
     sharded: bool = False
     device: torch.device = torch.device("cpu")
+    mesh: Any = None  # the DeviceMesh (None in one process)
+    config: Optional[ParallelConfig] = None
 
     @property
     def is_main(self) -> bool:
@@ -72,10 +75,8 @@ def init_inference(cp: int = 1, shard: bool = False) -> InferenceLayout:
         return InferenceLayout(device=info.device)
     cfg = ParallelConfig(cp=cp, param_dtype="fp32")
     mesh = build_mesh(cfg, info.world_size, info.device.type)
-    layout = InferenceLayout(info.rank, info.world_size, dp_rank(mesh), dp_size(mesh), cp_rank(mesh), shard,
-                             info.device)
-    layout.mesh, layout.config = mesh, cfg
-    return layout
+    return InferenceLayout(info.rank, info.world_size, dp_rank(mesh), dp_size(mesh), cp_rank(mesh), shard,
+                           info.device, mesh, cfg)
 
 
 def distribute_pipeline(pipe, layout: InferenceLayout) -> None:

@@ -113,9 +113,9 @@ class Trainer:
         self.paradigm = paradigm_for(self.model_config, train_cutoff_ratio=tuple(cfg.flow.cutoff_ratio))
         self.time_sampler = TimeSampler(cfg.flow.distribution, cfg.flow.logit_mean, cfg.flow.logit_std, cfg.flow.shift)
 
-        params = [q for q in self.model.parameters() if q.requires_grad]
+        self.params = [q for q in self.model.parameters() if q.requires_grad]
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
+        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
                                            foreach=True)
         warm = o.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -184,8 +184,7 @@ class Trainer:
         losses = []
         for micro in range(self.cfg.optim.grad_accum):
             losses.append(self.micro_step(next(batches), micro))
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        clip = self.clipper(params)
+        clip = self.clipper(self.params)
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
         if clip.finite:
             self.optimizer.step()
@@ -280,15 +279,12 @@ class Trainer:
         cfg = self.cfg
         if not cfg.log.validation or not cfg.model.pipeline:
             return
-        if self._sampler_pipe is None:
+        if self._sampler_pipe is None:  # the training model with the run's frozen VAE and text encoder
             folder = Path(cfg.model.pipeline)
             vae = WanVAE.from_pretrained(folder / "vae", dtype=torch.float32, device=self.device)
             te = load_text_encoder(folder / "text_encoder", device=self.device)
-            self._sampler_pipe = (vae, te)
-        vae, te = self._sampler_pipe
-        pipe = FlashI2VPipeline.__new__(FlashI2VPipeline)
-        pipe.transformer, pipe.vae, pipe.text_encoder = self.model, vae, te
-        pipe.defaults, pipe.device, pipe._offload = GenerationDefaults(), self.device, False
+            self._sampler_pipe = FlashI2VPipeline(self.model, vae, te, GenerationDefaults())
+        pipe = self._sampler_pipe
         d = cfg.data
         ctx = self.ema.swapped_in(self.model) if (self.ema is not None and cfg.log.sample_ema) else nullcontext()
         out_dir = self.out / "samples" / f"step_{self.step:09d}"

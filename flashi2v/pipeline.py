@@ -120,6 +120,12 @@ class FlashI2VPipeline:
         return self.transformer.config.is_i2v
 
     @property
+    def size_multiple(self) -> int:
+        """Heights and widths must be multiples of this: VAE down-sampling x DiT patch size (16 for Wan2.1)."""
+        ph, pw = self.transformer.config.patch_size[1:]
+        return max(16, self.vae.spatial_factor * max(ph, pw))
+
+    @property
     def model_type(self) -> str:
         return self.transformer.config.model_type
 
@@ -297,15 +303,18 @@ class FlashI2VPipeline:
             from .media import fit_resolution, load_image
 
             ih, iw = load_image(images[0]).shape[-2:]
-            height, width = fit_resolution(ih, iw, target_area=height * width, multiple=16)
-        height, width = check_size(height, width, 16)
+            height, width = fit_resolution(ih, iw, target_area=height * width, multiple=self.size_multiple)
+        height, width = check_size(height, width, self.size_multiple)
 
         prompts = [p for p in prompts for _ in range(batch)]
         if images is not None:
             images = [im for im in images for _ in range(batch)]
         b = len(prompts)
-        t_lat = (num_frames - 1) // 4 + 1
-        shape = (b, self.transformer.config.latent_channels, t_lat, height // 8, width // 8)
+        sf, tf = self.vae.spatial_factor, self.vae.temporal_factor
+        if (num_frames - 1) % tf:
+            raise InputError(f"num_frames must be 1 + {tf}k for this VAE, got {num_frames}")
+        t_lat = (num_frames - 1) // tf + 1
+        shape = (b, self.transformer.config.latent_channels, t_lat, height // sf, width // sf)
 
         use_cfg = guidance_scale > 1.0
         context = self.encode_prompts(prompts + ([negative_prompt] * b if use_cfg else []))

@@ -178,3 +178,14 @@ def test_cli_encode(setup, tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "seed: 3 -> 9" in err
+
+
+def test_parallel_workers_write_the_same_cache(setup, tmp_path):
+    out = tmp_path / "par"
+    lines = []
+    m = encode_cache(setup["db"], setup["model"], out, log=lines.append, workers=2, **ARGS)
+    assert m == setup["manifest"] and len(lines) == 3 and all(line.startswith("shard ") for line in lines)
+    for name in [shard_name(k) for k in range(3)] + ["empty_prompt.safetensors", "manifest.json"]:
+        assert (out / name).read_bytes() == (setup["full"] / name).read_bytes(), name
+    with pytest.raises(InputError, match="workers"):
+        encode_cache(setup["db"], setup["model"], tmp_path / "bad", workers=0, **ARGS)

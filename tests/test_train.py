@@ -381,3 +381,19 @@ def test_init_from_t2v_checkpoint(tmp_path, model_type):
 def test_warmup_is_linear_then_constant(tmp_path):
     _, hist = run(tiny_cfg(tmp_path, max_steps=6, **{"optim.warmup_steps": 4, "optim.lr": 1e-3}))
     assert [round(h["lr"], 8) for h in hist] == [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]
+
+
+def test_cosine_schedule_and_threads(tmp_path):
+    import math
+
+    from flashi2v.train.trainer import lr_factor
+    from flashi2v.train.config import OptimConfig
+
+    f = lr_factor(OptimConfig(warmup_steps=2, schedule="cosine", min_lr_ratio=0.1), max_steps=12)
+    assert [f(s) for s in (0, 1)] == [0.5, 1.0]
+    assert f(2) == 1.0 and abs(f(7) - (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))) < 1e-12
+    assert abs(f(12) - 0.1) < 1e-12 and abs(f(50) - 0.1) < 1e-12
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        tiny_cfg(tmp_path, **{"optim.schedule": "linear"})
+    with pytest.raises(ConfigError, match="threads"):
+        tiny_cfg(tmp_path, threads=-1)

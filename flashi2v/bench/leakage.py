@@ -725,8 +725,12 @@ class _Stages:
             self.reused.append("latent cache")
             return out
         t0 = time.perf_counter()
+        import torch
+
+        on_gpu = (self.device() or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
         m = encode_cache(lmdb, c.base, out, height=c.height, width=c.width, num_frames=c.num_frames,
-                         train_fps=float(c.fps), seed=c.data_seed, device=self.device())
+                         train_fps=float(c.fps), seed=c.data_seed, device=self.device(),
+                         workers=1 if on_gpu else (c.workers or os.cpu_count() or 1))
         self._timed("latent_cache", t0)
         self.log(f"latent cache: {m['num_samples']} samples, latents {m['latent_shape']} -> {out}")
         return out

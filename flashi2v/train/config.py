@@ -111,6 +111,8 @@ class OptimConfig:
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-15
     warmup_steps: int = 0  # linear warm-up from 0 (0 = constant lr, the paper's recipe)
+    schedule: str = "constant"  # after warm-up: constant (the paper's) | cosine (to min_lr_ratio * lr at max_steps)
+    min_lr_ratio: float = 0.1
     grad_accum: int = 1
 
 
@@ -186,6 +188,7 @@ class TrainConfig(YAMLConfig):
     seed: int = 1024
     max_steps: int = 1000  # optimizer steps
     device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads per process (0 = torch's default; 1 is fastest on a CPU shared with other jobs)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -209,6 +212,11 @@ class TrainConfig(YAMLConfig):
         positive("optim.lr", self.optim.lr, allow_zero=True)
         positive("optim.grad_accum", self.optim.grad_accum)
         positive("optim.warmup_steps", self.optim.warmup_steps, allow_zero=True)
+        positive("threads", self.threads, allow_zero=True)
+        if self.optim.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"optim.schedule must be constant or cosine, got {self.optim.schedule!r}")
+        if not 0.0 <= self.optim.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}")
         positive("checkpoint.every", self.checkpoint.every)
         positive("checkpoint.keep_last", self.checkpoint.keep_last)
         positive("log.every", self.log.every)

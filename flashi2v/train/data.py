@@ -156,7 +156,8 @@ class VideoSource(BatchSource):
         self.text_encoder = load_text_encoder(folder / "text_encoder", device=device)
         self.text_len = int(text_len)
         self.num_samples = len(self.ds)
-        self.latent_shape = (self.vae.z_dim, (num_frames - 1) // 4 + 1, height // 8, width // 8)
+        sf, tf = self.vae.spatial_factor, self.vae.temporal_factor
+        self.latent_shape = (self.vae.z_dim, (num_frames - 1) // tf + 1, height // sf, width // sf)
         with torch.no_grad():
             self.empty = self._encode_text([""])[0]
 

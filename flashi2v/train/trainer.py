@@ -74,6 +74,22 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
     return model
 
 
+def lr_factor(o, max_steps: int):
+    """Step -> lr multiplier: linear warm-up over ``o.warmup_steps``, then constant or a cosine decay to
+    ``o.min_lr_ratio`` at ``max_steps``."""
+    warm = o.warmup_steps
+
+    def f(s: int) -> float:
+        if warm and s < warm:
+            return (s + 1) / warm
+        if o.schedule == "cosine":
+            t = min(1.0, (s - warm) / max(1, max_steps - warm))
+            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        return 1.0
+
+    return f
+
+
 def count_tokens(config: TransformerConfig, latent_shape) -> int:
     pt, ph, pw = config.patch_size
     _, t, h, w = latent_shape
@@ -86,6 +102,8 @@ class Trainer:
         from ..paradigms import paradigm_for
 
         self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         info = init_distributed()
         self.rank, self.world = info.rank, info.world_size
         if cfg.device == "cuda" and info.device.type != "cuda":
@@ -117,9 +135,7 @@ class Trainer:
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
                                            foreach=True)
-        warm = o.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(o, cfg.max_steps))
         self.clipper = GradClipper(cfg.clip.mode, cfg.clip.max_norm, cfg.clip.ema_decay, cfg.clip.num_std)
         self.ema = EMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None
 
@@ -256,6 +272,9 @@ class Trainer:
         if skipped:
             msg += f"  skipped clips {skipped}"
         print(msg, flush=True)
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:  # every logged step, machine-readable
+            f.write(json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                                for k, v in s.items()}) + "\n")
         if self.cfg.log.tensorboard:
             if self._tb is None:
                 from torch.utils.tensorboard import SummaryWriter

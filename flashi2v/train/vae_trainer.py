@@ -139,6 +139,7 @@ class VAEOptimConfig:
     warmup_steps: int = 50  # linear warm-up from 0
     schedule: str = "cosine"  # cosine (to min_lr_ratio * lr at max_steps) | constant
     min_lr_ratio: float = 0.1
+    decay_steps: int = 0  # length of the cosine decay (0 = max_steps); larger = stop early on a longer schedule
     max_grad_norm: float = 1.0  # 0 = no clipping
 
 
@@ -276,6 +277,7 @@ class VAETrainConfig(YAMLConfig):
             raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {list(o.betas)}")
         if o.schedule not in ("cosine", "constant"):
             raise ConfigError(f"optim.schedule must be cosine or constant, got {o.schedule!r}")
+        positive("optim.decay_steps", o.decay_steps, allow_zero=True)
         if not 0.0 <= o.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
         if not 0.0 <= self.ema.decay <= 1.0:
@@ -613,7 +615,8 @@ class VAETrainer:
     # ------------------------------------------------------------------------------------------------ schedule
     def lr_factor(self, s: int) -> float:
         """Multiplier of optim.lr after ``s`` scheduler steps (the lr of optimizer step ``s + 1``)."""
-        o, total = self.cfg.optim, self.cfg.max_steps
+        o = self.cfg.optim
+        total = o.decay_steps or self.cfg.max_steps
         if o.warmup_steps and s < o.warmup_steps:
             return (s + 1) / o.warmup_steps
         if o.schedule == "constant":

@@ -1,0 +1,271 @@
+"""The exact recipe of the shipped default model: ``python -m flashi2v.default_model.recipe --work DIR``.
+
+Stages (each reuses its output when it is already there, so an interrupted run continues):
+
+=========  ==========================================================================================================
+world      ``flashi2v world``: 1000 ``train`` clips and 100 held-out ``test`` clips, seed 0, 17 x 128 x 128 at 16 fps
+           -> ``DIR/data/{train,test}`` (the layout ``flashi2v bench leakage --workdir DIR`` reuses)
+vae_image  ``flashi2v train-vae --config recipe/vae_image.yaml``: the VAE on single frames of ``data/train``
+           -> ``DIR/vae_image/vae``
+vae        ``flashi2v train-vae --config recipe/vae.yaml model.init=DIR/vae_image/vae``: fine-tuned on whole clips
+           (held-out round-trip PSNR on ``data/test``) -> ``DIR/vae/vae``
+base       a model folder ``DIR/base``: that VAE, MiniLM (package reference, ``text_len`` of ``recipe/dit.yaml``) and a
+           random DiT of the recipe's architecture (only its VAE and text encoder are used)
+filter     ``flashi2v data filter`` with the world's ``filter.yaml`` -> ``DIR/data/filtered``
+cache      ``flashi2v data encode`` (VAE latents, first-frame latents, MiniLM states) -> ``DIR/data/latents``
+train      ``flashi2v train --config recipe/dit.yaml`` on the cache -> ``DIR/runs/flashi2v``
+export     ``flashi2v export`` (EMA weights) -> ``DIR/export``
+package    :func:`flashi2v.default_model.package_model` (fp16) -> ``--package`` (default: ``DIR/package``; the
+           shipped copy is ``flashi2v/default_model/model``) plus the training logs in ``DIR/recipe_logs``
+evaluate   the quality bars on the 100 held-out clips (:func:`flashi2v.bench.evaluate_model`) -> ``DIR/eval.json``
+=========  ==========================================================================================================
+
+``--stages a,b`` runs some stages; ``--set vae.max_steps=10 --set dit.max_steps=10`` overrides config keys (prefixes
+``vae_image.``, ``vae.``, ``dit.``; the shipped model uses none). All seeds are fixed; on another machine the floating-point results differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from . import RECIPE_DIR
+
+STAGES = ("world", "vae_image", "vae", "base", "filter", "cache", "train", "export", "package", "evaluate")
+TRAIN_CLIPS, TEST_CLIPS, SEED = 1000, 100, 0
+FRAMES, SIZE, FPS = 17, 128, 16.0
+#: Sampling settings stored as the shipped model's defaults (and used by the evaluation).
+DEFAULTS = dict(num_frames=FRAMES, height=SIZE, width=SIZE, num_steps=20, shift=3.0, guidance_scale=3.0,
+                cutoff_ratio=0.1, fps=16, negative_prompt="")
+
+
+def log(msg: str) -> None:
+    print(f"[recipe {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Recipe:
+    def __init__(self, work: str | os.PathLike, *, package: str | os.PathLike | None = None, workers: int = 2,
+                 overrides: list[str] = (), train_clips: int = TRAIN_CLIPS, test_clips: int = TEST_CLIPS,
+                 frames: int = FRAMES, size: int = SIZE):
+        """The shipped model uses the defaults; smaller ``train_clips`` / ``test_clips`` / ``frames`` / ``size`` (with
+        ``--set`` overrides for the step counts) give a fast smoke run of every stage (the tests do this)."""
+        self.work = Path(work).resolve()
+        self.train_clips, self.test_clips, self.frames, self.size = train_clips, test_clips, frames, size
+        self.defaults = dict(DEFAULTS, num_frames=frames, height=size, width=size)
+        self.package_dir = Path(package).resolve() if package else self.work / "package"
+        self.workers = int(workers)
+        self.overrides: dict[str, list[str]] = {"vae_image": [], "vae": [], "dit": []}
+        for o in overrides:
+            prefix, _, rest = o.partition(".")
+            if prefix not in self.overrides or not rest:
+                from ..errors import InputError
+
+                raise InputError(f"--set {o}: prefix the key with vae_image., vae. or dit. (e.g. dit.max_steps=10)")
+            self.overrides[prefix].append(rest)
+
+    # ------------------------------------------------------------------------------------------------- paths
+    data = property(lambda self: self.work / "data")
+    vae_image_run = property(lambda self: self.work / "vae_image")
+    vae_run = property(lambda self: self.work / "vae")
+    base = property(lambda self: self.work / "base")
+    run = property(lambda self: self.work / "runs" / "flashi2v")
+    export_dir = property(lambda self: self.work / "export")
+
+    def vae_config(self, stage: str = "vae"):
+        from ..train.vae_trainer import VAETrainConfig
+
+        run = self.vae_image_run if stage == "vae_image" else self.vae_run
+        extra = [] if stage == "vae_image" else [f"model.init={self.vae_image_run / 'vae'}"]
+        size = self._size_overrides()
+        if size:
+            size = [f"data.height={self.size}", f"data.width={self.size}", f"data.crop_size={min(64, self.size)}"]
+            size += [] if stage == "vae_image" else [f"data.num_frames={self.frames}"]
+        return VAETrainConfig.from_yaml(RECIPE_DIR / f"{stage}.yaml", [
+            f"output_dir={run}", f"data.path={self.data / 'train'}", f"eval.path={self.data / 'test'}", *extra,
+            *size, *self.overrides[stage]])
+
+    def dit_config(self):
+        from ..train.config import TrainConfig
+
+        return TrainConfig.from_yaml(RECIPE_DIR / "dit.yaml", [
+            f"output_dir={self.run}", f"data.path={self.data / 'latents'}", f"model.pipeline={self.base}",
+            *self._size_overrides(), *self.overrides["dit"]])
+
+    def _size_overrides(self) -> list[str]:
+        if (self.frames, self.size) == (FRAMES, SIZE):
+            return []
+        return [f"data.height={self.size}", f"data.width={self.size}", f"data.num_frames={self.frames}"]
+
+    # ------------------------------------------------------------------------------------------------ stages
+    def world(self) -> None:
+        from ..world import write_dataset
+
+        for split, n in (("train", self.train_clips), ("test", self.test_clips)):
+            if (self.data / split / "ground_truth.json").is_file():
+                log(f"world: reusing {self.data / split}")
+                continue
+            ds = write_dataset(self.data / split, split, n, SEED, num_frames=self.frames, height=self.size,
+                               width=self.size, fps=FPS, workers=self.workers)
+            log(ds.summary())
+
+    def vae_image(self) -> None:
+        self.vae(stage="vae_image")
+
+    def vae(self, stage: str = "vae") -> None:
+        from ..train.vae_trainer import train_vae
+
+        run = self.vae_image_run if stage == "vae_image" else self.vae_run
+        if (run / "eval.json").is_file():
+            log(f"{stage}: reusing {run / 'vae'}")
+            return
+        res = train_vae(self.vae_config(stage))
+        log(f"{stage}: held-out round trip {json.dumps(res.eval)}")
+
+    def make_base(self) -> None:
+        import torch
+
+        from ..config import TransformerConfig
+        from ..models.flashi2v import build_transformer
+        from ..pipeline import FlashI2VPipeline, GenerationDefaults
+        from ..text import MiniLMTextEncoder
+        from ..vae import WanVAE
+
+        if (self.base / "model_index.json").is_file():
+            log(f"base: reusing {self.base}")
+            return
+        arch = dict(self.dit_config().model.architecture)
+        torch.manual_seed(SEED)
+        dit = build_transformer(TransformerConfig(**arch))
+        text = MiniLMTextEncoder.from_package(text_len=int(arch["text_len"]))
+        text.weights_source = "package"
+        vae = WanVAE.from_pretrained(self.vae_run / "vae", dtype=torch.float32)
+        FlashI2VPipeline(dit, vae, text, GenerationDefaults(**self.defaults)).save_pretrained(self.base, overwrite=True)
+        log(f"base: wrote {self.base}")
+
+    def filter(self) -> Path:
+        import io
+
+        from ..data.filter import FilterConfig, run_filter
+
+        marker = self.data / "filtered" / "lmdb.json"
+        if marker.is_file():
+            return Path(json.loads(marker.read_text())["lmdb"])
+        fc = FilterConfig.from_yaml(self.data / "train" / "filter.yaml")
+        fc.save_path = str(self.data / "filtered")
+        res = run_filter(fc, out=io.StringIO(), overwrite=True)
+        marker.write_text(json.dumps(dict(lmdb=str(res.output_path), kept=res.summary.kept,
+                                          total=res.summary.total)) + "\n")
+        log(f"filter: kept {res.summary.kept}/{res.summary.total} -> {res.output_path}")
+        return Path(res.output_path)
+
+    def cache(self) -> None:
+        from ..data.latent_cache import encode_cache
+
+        m = encode_cache(self.filter(), self.base, self.data / "latents", height=self.size, width=self.size,
+                         num_frames=self.frames,
+                         train_fps=FPS, seed=SEED, device="cpu", workers=self.workers, log=log)
+        log(f"cache: {m['num_samples']} samples, latents {m['latent_shape']}")
+
+    def train(self) -> None:
+        from ..train.trainer import Trainer
+
+        hist = Trainer(self.dit_config()).fit()
+        if hist:
+            log(f"train: final loss {hist[-1]['loss']:.4f}")
+
+    def export(self) -> None:
+        from ..train.export import export
+
+        export(self.run, self.export_dir, weights="ema", pipeline=str(self.base), overwrite=True)
+        log(f"export: wrote {self.export_dir}")
+
+    def package(self) -> None:
+        from . import package_model
+
+        vae_eval = json.loads((self.vae_run / "eval.json").read_text())
+        cfg = self.dit_config()
+        info = dict(recipe="python -m flashi2v.default_model.recipe --work WORK (flashi2v/default_model/recipe.py)",
+                    vae_configs=["recipe/vae_image.yaml", "recipe/vae.yaml"], dit_config="recipe/dit.yaml", seed=SEED,
+                    data=dict(world_train_clips=self.train_clips, world_test_clips=self.test_clips, world_seed=SEED,
+                              frames=self.frames, size=self.size, fps=FPS),
+                    dit_steps=cfg.max_steps, vae_eval=vae_eval)
+        package_model(self.export_dir, self.package_dir, dtype="fp16", info=info, defaults=self.defaults)
+        logs = self.work / "recipe_logs"
+        logs.mkdir(exist_ok=True)
+        for src, name in ((self.vae_image_run / "metrics.jsonl", "vae_image_metrics.jsonl"),
+                          (self.vae_run / "metrics.jsonl", "vae_metrics.jsonl"),
+                          (self.vae_run / "eval.json", "vae_eval.json"),
+                          (self.run / "metrics.jsonl", "dit_metrics.jsonl")):
+            if src.is_file():
+                shutil.copyfile(src, logs / name)
+        size = sum(p.stat().st_size for p in self.package_dir.rglob("*") if p.is_file())
+        log(f"package: wrote {self.package_dir} ({size / 2**20:.1f} MiB); logs in {logs}")
+
+    def evaluate(self, folder: str | os.PathLike | None = None, limit: int | None = None) -> dict:
+        import torch
+
+        from ..bench.leakage import (EvalSettings, GenerationSettings, evaluate_model, load_eval_clips, static_model,
+                                     vae_roundtrip_model)
+        from ..pipeline import FlashI2VPipeline
+        from ..vae import WanVAE
+
+        folder = Path(folder or self.package_dir)
+        clips = load_eval_clips(self.data / "test", limit=limit)
+        settings = EvalSettings()
+        pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
+        model = evaluate_model(pipe, clips, settings, generation=GenerationSettings(num_steps=None, negative_prompt=None),
+                               log=log)
+        vae = WanVAE.from_pretrained(folder / "vae", dtype=torch.float32, device="cpu")
+        vae_ev = evaluate_model(vae_roundtrip_model(vae), clips, settings)
+        static = evaluate_model(static_model, clips, settings)
+        m, v, s = model.summary, vae_ev.summary, static.summary
+        bars = dict(
+            first_frame_psnr=m["first_frame_psnr"], vae_first_frame_psnr=v["first_frame_psnr"],
+            first_frame_ok=bool(m["first_frame_psnr"] >= 22.0 and m["first_frame_psnr"] >= v["first_frame_psnr"] - 3.0),
+            traj_error=m["traj_error"], static_traj_error=s["traj_error"],
+            traj_ok=bool(m["traj_error"] is not None and m["traj_error"] < 0.5 * s["traj_error"]),
+            direction_rate=m["direction_rate"], direction_ok=bool((m["direction_rate"] or 0.0) >= 0.8),
+            n_clips=len(clips), seconds_per_clip=model.seconds / len(clips))
+        out = dict(bars=bars, model=m, vae=v, static=static.summary, generation=model.generation,
+                   model_folder=str(folder))
+        from ..weights.io import atomic_write_text
+
+        atomic_write_text(self.work / "eval.json", json.dumps(out, indent=1, default=float) + "\n")
+        log("evaluate: " + json.dumps(bars))
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flashi2v.default_model.recipe", description=__doc__.split("\n")[0])
+    p.add_argument("--work", required=True, help="working folder (data, runs, exports)")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--package", help="where the package stage writes the model folder (default WORK/package)")
+    p.add_argument("--workers", type=int, default=2, help="processes for world rendering and latent encoding")
+    p.add_argument("--set", action="append", default=[], metavar="vae.KEY=VALUE|dit.KEY=VALUE",
+                   help="override a key of recipe/vae.yaml or recipe/dit.yaml (repeatable)")
+    args = p.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        p.error(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
+    from ..errors import FlashI2VError
+
+    try:
+        r = Recipe(args.work, package=args.package, workers=args.workers, overrides=args.set)
+        for s in STAGES:
+            if s in stages:
+                log(f"stage {s}")
+                {"base": r.make_base}.get(s, getattr(r, s))()
+    except FlashI2VError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The embedded default model: the recipe end to end at toy sizes, packaging, the text-encoder package reference."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("av")
+pytest.importorskip("lmdb")
+
+from flashi2v.default_model import package_model  # noqa: E402
+from flashi2v.default_model.recipe import Recipe, main as recipe_main  # noqa: E402
+from flashi2v.pipeline import FlashI2VPipeline  # noqa: E402
+
+TOY = ["vae_image.max_steps=2", "vae_image.data.batch_size=2", "vae_image.eval.num_clips=2", "vae_image.export.stats_clips=2",
+       "vae_image.checkpoint.every=2", "vae.max_steps=2", "vae.eval.num_clips=2", "vae.export.stats_clips=2", "vae.checkpoint.every=2",
+       "dit.max_steps=2", "dit.data.batch_size=2", "dit.checkpoint.every=2", "dit.model.architecture.dim=32",
+       "dit.model.architecture.ffn_dim=64", "dit.model.architecture.num_layers=1", "dit.model.architecture.num_heads=2",
+       "dit.model.architecture.text_len=16"]
+
+
+@pytest.fixture(scope="module")
+def toy_recipe(tmp_path_factory):
+    work = tmp_path_factory.mktemp("recipe")
+    r = Recipe(work, workers=1, overrides=TOY, train_clips=4, test_clips=2, frames=5, size=32)
+    r.world()
+    r.vae_image()
+    r.vae()
+    r.make_base()
+    r.cache()
+    r.train()
+    r.export()
+    r.package()
+    return r
+
+
+def test_recipe_runs_every_stage_and_packages(toy_recipe):
+    r = toy_recipe
+    pkg = r.package_dir
+    index = json.loads((pkg / "model_index.json").read_text())
+    assert index["defaults"]["num_frames"] == 5 and index["defaults"]["height"] == 32
+    info = index["default_model"]
+    assert info["weights_dtype"] == "fp16" and info["dit_steps"] == 2 and "psnr" in json.dumps(info["vae_eval"])
+    # the text encoder is a reference to the installed MiniLM, not a 90 MB copy
+    assert [p.name for p in (pkg / "text_encoder").iterdir()] == ["config.json"]
+    assert json.loads((pkg / "text_encoder" / "config.json").read_text())["weights"] == "package"
+    from safetensors import safe_open
+
+    with safe_open(str(pkg / "transformer" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    for name in ("vae_image_metrics.jsonl", "vae_metrics.jsonl", "vae_eval.json", "dit_metrics.jsonl"):
+        assert (r.work / "recipe_logs" / name).is_file()
+    # the packaged model equals the fp32 export up to fp16 rounding of the weights
+    a = FlashI2VPipeline.from_pretrained(pkg, device="cpu")
+    b = FlashI2VPipeline.from_pretrained(r.export_dir, device="cpu")
+    for (ka, va), (kb, vb) in zip(a.transformer.state_dict().items(), b.transformer.state_dict().items()):
+        assert ka == kb and va.dtype == torch.float32
+        assert torch.allclose(va, vb.half().float())
+    out = a(image=torch.zeros(3, 32, 32, dtype=torch.uint8), prompt="a red square moves left", num_steps=2,
+            progress=False)
+    assert out.frames.shape == (1, 5, 32, 32, 3) and out.frames.dtype == torch.uint8
+
+
+def test_recipe_evaluate_reports_the_quality_bars(toy_recipe):
+    res = toy_recipe.evaluate()
+    bars = res["bars"]
+    assert bars["n_clips"] == 2
+    for k in ("first_frame_psnr", "vae_first_frame_psnr", "first_frame_ok", "traj_ok", "direction_ok"):
+        assert k in bars
+    assert (toy_recipe.work / "eval.json").is_file()
+
+
+def test_recipe_reuses_finished_stages(toy_recipe, capsys):
+    assert recipe_main(["--work", str(toy_recipe.work), "--stages", "world,vae_image,vae,base"]) == 0
+    out = capsys.readouterr().out
+    assert "world: reusing" in out and "vae: reusing" in out and "base: reusing" in out
+
+
+def test_recipe_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        recipe_main(["--work", str(tmp_path), "--stages", "nope"])
+    assert recipe_main(["--work", str(tmp_path), "--stages", "world", "--set", "max_steps=3"]) == 2
+    assert "prefix the key" in capsys.readouterr().err
+
+
+def test_package_model_keeps_a_copy_when_asked(toy_recipe, tmp_path):
+    out = package_model(toy_recipe.export_dir, tmp_path / "pkg32", dtype="fp32")
+    p = FlashI2VPipeline.from_pretrained(out, device="cpu")
+    assert p.text_encoder.weights_source == "package"
+    p.text_encoder.save_pretrained(tmp_path / "te_copy", weights="copy")
+    assert (tmp_path / "te_copy" / "model").is_dir() and (tmp_path / "te_copy" / "tokenizer").is_dir()

@@ -25,6 +25,7 @@ TOY = ["vae_image.max_steps=2", "vae_image.data.batch_size=2", "vae_image.eval.n
 def toy_recipe(tmp_path_factory):
     work = tmp_path_factory.mktemp("recipe")
     r = Recipe(work, workers=1, overrides=TOY, train_clips=4, test_clips=2, frames=5, size=32)
+    threads = torch.get_num_threads()
     r.world()
     r.vae_image()
     r.vae()
@@ -33,6 +34,7 @@ def toy_recipe(tmp_path_factory):
     r.train()
     r.export()
     r.package()
+    assert torch.get_num_threads() == threads  # the recipe's threads: 1 does not leak into the caller
     return r
 
 

@@ -102,6 +102,7 @@ class Trainer:
         from ..paradigms import paradigm_for
 
         self.cfg = cfg
+        self._threads_before = torch.get_num_threads()  # restored when fit() returns
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         info = init_distributed()
@@ -231,6 +232,13 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------- loop
     def fit(self) -> list[dict]:
+        """Train to ``max_steps`` (resuming when configured); the process's torch thread count is restored after."""
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(self._threads_before)
+
+    def _fit(self) -> list[dict]:
         cfg = self.cfg
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)

@@ -546,6 +546,7 @@ class VAETrainer:
         self.device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
                                    else "cpu")
         self.out = Path(cfg.output_dir)
+        self._threads_before = torch.get_num_threads()  # restored when fit() returns
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
 
@@ -781,6 +782,13 @@ class VAETrainer:
 
     # ------------------------------------------------------------------------------------------------ loop
     def fit(self) -> VAETrainResult:
+        """Train to ``max_steps`` (resuming when configured); the process's torch thread count is restored after."""
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(self._threads_before)
+
+    def _fit(self) -> VAETrainResult:
         cfg = self.cfg
         self._check_previous_run()
         self.out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,6 @@ bench: install
 	$(PY) benchmarks/dit_forward.py
 
 demo: install
-	$(PY) examples/make_tiny_model.py --output outputs/tiny-random --image outputs/astronaut.png
-	flashi2v generate --model outputs/tiny-random --image outputs/astronaut.png \
-		--prompt "an astronaut waves at the camera" --output outputs/demo.mp4
+	flashi2v generate --image flashi2v/default_model/examples/test_000002.png \
+		--prompt "A photo of a cat, with the camera panning down: a white dotted circle drops down and bounces." \
+		--output outputs/demo.mp4

@@ -28,7 +28,8 @@ def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate a video from an image and a prompt", description=(
         "Generate a video. Unset options use the model folder's defaults (the paper's: 49 frames, 480x832, 50 "
         "steps, shift 7, guidance 5, cutoff ratio 0.1)."))
-    p.add_argument("--model", required=True, help="model folder (built by `flashi2v convert`)")
+    p.add_argument("--model", help="model folder (built by `flashi2v convert` or `flashi2v export`); default: the "
+                   "embedded default model (a tiny FlashI2V trained on the procedural world, 17x128x128)")
     p.add_argument("--image", help="condition image (PNG, JPEG, WebP); omit for a text-to-video model")
     p.add_argument("--prompt", help="text prompt")
     p.add_argument("--negative-prompt", help="negative prompt (default: Wan's)")
@@ -79,9 +80,14 @@ def cmd_generate(args) -> int:
         value = getattr(args, name)
         if value is not None and not Path(value).is_file():
             raise InputError(f"--{name} file not found: {value}")
-    model_dir = Path(args.model)
-    if not model_dir.is_dir():
-        raise InputError(f"--model folder not found: {model_dir} (build one with `flashi2v convert`)")
+    if args.model is None:
+        from .default_model import default_model_path
+
+        model_dir = default_model_path()
+    else:
+        model_dir = Path(args.model)
+        if not model_dir.is_dir():
+            raise InputError(f"--model folder not found: {model_dir} (build one with `flashi2v convert`)")
 
     from .parallel.inference import launched_distributed
 

@@ -32,6 +32,7 @@ def toy_recipe(tmp_path_factory):
     r.make_base()
     r.cache()
     r.train()
+    r.train_more()
     r.export()
     r.package()
     assert torch.get_num_threads() == threads  # the recipe's threads: 1 does not leak into the caller
@@ -44,7 +45,7 @@ def test_recipe_runs_every_stage_and_packages(toy_recipe):
     index = json.loads((pkg / "model_index.json").read_text())
     assert index["defaults"]["num_frames"] == 5 and index["defaults"]["height"] == 32
     info = index["default_model"]
-    assert info["weights_dtype"] == "fp16" and info["dit_steps"] == 2 and "psnr" in json.dumps(info["vae_eval"])
+    assert info["weights_dtype"] == "fp16" and info["dit_steps"]["phase1"] == 2 and "psnr" in json.dumps(info["vae_eval"])
     # the text encoder is a reference to the installed MiniLM, not a 90 MB copy
     assert [p.name for p in (pkg / "text_encoder").iterdir()] == ["config.json"]
     assert json.loads((pkg / "text_encoder" / "config.json").read_text())["weights"] == "package"
@@ -93,3 +94,30 @@ def test_package_model_keeps_a_copy_when_asked(toy_recipe, tmp_path):
     assert p.text_encoder.weights_source == "package"
     p.text_encoder.save_pretrained(tmp_path / "te_copy", weights="copy")
     assert (tmp_path / "te_copy" / "model").is_dir() and (tmp_path / "te_copy" / "tokenizer").is_dir()
+
+
+# ------------------------------------------------------------------------------------------ the shipped model
+def test_shipped_default_model_is_small_and_complete():
+    from flashi2v.default_model import MODEL_DIR, default_model_path, examples
+
+    folder = default_model_path()
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20, f"shipped model is {size / 2**20:.1f} MiB"
+    index = json.loads((MODEL_DIR / "model_index.json").read_text())
+    assert index["model_type"] == "flashi2v" and index["default_model"]["weights_dtype"] == "fp16"
+    assert index["defaults"]["num_frames"] == 17 and index["defaults"]["height"] == 128
+    ex = examples()
+    assert len(ex) >= 1 and all(e.image.is_file() and e.prompt for e in ex)
+
+
+def test_generate_without_model_uses_the_shipped_default(tmp_path):
+    from flashi2v.cli import main
+    from flashi2v.default_model import examples
+    from flashi2v.media import read_video
+
+    ex = examples()[0]
+    out = tmp_path / "demo.mp4"
+    assert main(["generate", "--image", str(ex.image), "--prompt", ex.prompt, "--output", str(out), "--steps", "3",
+                 "--quiet"]) == 0
+    frames, fps = read_video(out)
+    assert tuple(frames.shape) == (17, 128, 128, 3) and fps == 16

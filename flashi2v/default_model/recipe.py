@@ -13,7 +13,9 @@ base       a model folder ``DIR/base``: that VAE, MiniLM (package reference, ``t
            random DiT of the recipe's architecture (only its VAE and text encoder are used)
 filter     ``flashi2v data filter`` with the world's ``filter.yaml`` -> ``DIR/data/filtered``
 cache      ``flashi2v data encode`` (VAE latents, first-frame latents, MiniLM states) -> ``DIR/data/latents``
-train      ``flashi2v train --config recipe/dit.yaml`` on the cache -> ``DIR/runs/flashi2v``
+train      ``flashi2v train --config recipe/dit.yaml`` on the cache -> ``DIR/runs/flashi2v`` (1500 steps)
+train_more the same run resumed with ``max_steps`` / ``optim.decay_steps`` of :data:`MORE` (the shipped run was
+           extended after the first phase: its loss was still falling and its samples were noise)
 export     ``flashi2v export`` (EMA weights) -> ``DIR/export``
 package    :func:`flashi2v.default_model.package_model` (fp16) -> ``--package`` (default: ``DIR/package``; the
            shipped copy is ``flashi2v/default_model/model``) plus the training logs in ``DIR/recipe_logs``
@@ -36,9 +38,11 @@ from pathlib import Path
 
 from . import RECIPE_DIR
 
-STAGES = ("world", "vae_image", "vae", "base", "filter", "cache", "train", "export", "package", "evaluate")
+STAGES = ("world", "vae_image", "vae", "base", "filter", "cache", "train", "train_more", "export", "package", "evaluate")
 TRAIN_CLIPS, TEST_CLIPS, SEED = 1000, 100, 0
 FRAMES, SIZE, FPS = 17, 128, 16.0
+#: Phase 2 of the DiT run: resumed from step 1500 to this step on a cosine laid out for ``decay_steps``.
+MORE = dict(max_steps=2750, decay_steps=3300)
 #: Sampling settings stored as the shipped model's defaults (and used by the evaluation).
 DEFAULTS = dict(num_frames=FRAMES, height=SIZE, width=SIZE, num_steps=20, shift=3.0, guidance_scale=3.0,
                 cutoff_ratio=0.1, fps=16, negative_prompt="")
@@ -178,6 +182,21 @@ class Recipe:
         if hist:
             log(f"train: final loss {hist[-1]['loss']:.4f}")
 
+    def train_more(self) -> None:
+        from ..train.trainer import Trainer
+
+        cfg = self.dit_config()
+        over = [f"max_steps={MORE['max_steps']}", f"optim.decay_steps={MORE['decay_steps']}"]
+        if self.overrides["dit"]:  # smoke runs: one more step than phase 1
+            over = [f"max_steps={cfg.max_steps + 1}", f"optim.decay_steps={cfg.max_steps + 2}"]
+        from ..train.config import TrainConfig
+
+        hist = Trainer(TrainConfig.from_yaml(RECIPE_DIR / "dit.yaml", [
+            f"output_dir={self.run}", f"data.path={self.data / 'latents'}", f"model.pipeline={self.base}",
+            *self._size_overrides(), *self.overrides["dit"], *over])).fit()
+        if hist:
+            log(f"train_more: final loss {hist[-1]['loss']:.4f}")
+
     def export(self) -> None:
         from ..train.export import export
 
@@ -193,7 +212,8 @@ class Recipe:
                     vae_configs=["recipe/vae_image.yaml", "recipe/vae.yaml"], dit_config="recipe/dit.yaml", seed=SEED,
                     data=dict(world_train_clips=self.train_clips, world_test_clips=self.test_clips, world_seed=SEED,
                               frames=self.frames, size=self.size, fps=FPS),
-                    dit_steps=cfg.max_steps, vae_eval=vae_eval)
+                    dit_steps=dict(phase1=cfg.max_steps, phase2=MORE if not self.overrides["dit"] else "smoke"),
+                    vae_eval=vae_eval)
         package_model(self.export_dir, self.package_dir, dtype="fp16", info=info, defaults=self.defaults)
         logs = self.work / "recipe_logs"
         logs.mkdir(exist_ok=True)

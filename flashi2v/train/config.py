@@ -113,6 +113,7 @@ class OptimConfig:
     warmup_steps: int = 0  # linear warm-up from 0 (0 = constant lr, the paper's recipe)
     schedule: str = "constant"  # after warm-up: constant (the paper's) | cosine (to min_lr_ratio * lr at max_steps)
     min_lr_ratio: float = 0.1
+    decay_steps: int = 0  # length of the cosine decay (0 = max_steps); a run may stop early on a longer schedule
     grad_accum: int = 1
 
 
@@ -213,6 +214,7 @@ class TrainConfig(YAMLConfig):
         positive("optim.grad_accum", self.optim.grad_accum)
         positive("optim.warmup_steps", self.optim.warmup_steps, allow_zero=True)
         positive("threads", self.threads, allow_zero=True)
+        positive("optim.decay_steps", self.optim.decay_steps, allow_zero=True)
         if self.optim.schedule not in ("constant", "cosine"):
             raise ConfigError(f"optim.schedule must be constant or cosine, got {self.optim.schedule!r}")
         if not 0.0 <= self.optim.min_lr_ratio <= 1.0:

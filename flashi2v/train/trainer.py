@@ -78,6 +78,7 @@ def lr_factor(o, max_steps: int):
     """Step -> lr multiplier: linear warm-up over ``o.warmup_steps``, then constant or a cosine decay to
     ``o.min_lr_ratio`` at ``max_steps``."""
     warm = o.warmup_steps
+    max_steps = o.decay_steps or max_steps
 
     def f(s: int) -> float:
         if warm and s < warm:

@@ -121,3 +121,14 @@ def test_generate_without_model_uses_the_shipped_default(tmp_path):
                  "--quiet"]) == 0
     frames, fps = read_video(out)
     assert tuple(frames.shape) == (17, 128, 128, 3) and fps == 16
+
+
+def test_saved_weights_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from flashi2v.weights.io import save_safetensors
+
+    save_safetensors({"a": torch.zeros(2)}, tmp_path / "x.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (os.stat(tmp_path / "x.safetensors").st_mode & 0o777) == 0o666 & ~umask

@@ -107,6 +107,10 @@ def save_safetensors(sd: Mapping[str, torch.Tensor], path: str | os.PathLike, me
     from safetensors.torch import save_file
 
     save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(path), metadata=metadata)
+    # safetensors creates the file with mode 0600; give it the usual mode (0666 minus the umask), like open() does
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -29,7 +29,7 @@ def toy_recipe(tmp_path_factory):
     r.world()
     r.vae_image()
     r.vae()
-    r.make_base()
+    r.base()
     r.cache()
     r.train()
     r.train_more()

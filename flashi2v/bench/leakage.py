@@ -26,7 +26,6 @@ pipeline or ``clips -> videos`` callable -> :class:`ModelEvaluation`), :func:`ev
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -695,23 +694,16 @@ class _Stages:
         return path
 
     def filtered(self, train_dir: Path) -> Path:
-        from ..data.filter import FilterConfig, run_filter
+        from ..data.filter import filter_once
 
-        fdir = self.work / "data" / "filtered"
-        marker = fdir / "lmdb.json"
-        m = _read_json(marker) if marker.is_file() else None
-        if m and Path(m["lmdb"]).exists():
-            self.reused.append("filter")
-            return Path(m["lmdb"])
         t0 = time.perf_counter()
-        fc = FilterConfig.from_yaml(train_dir / "filter.yaml")
-        fc.save_path = str(fdir)
-        buf = io.StringIO()
-        res = run_filter(fc, out=buf, overwrite=True)
-        _write_json(marker, dict(lmdb=str(res.output_path), kept=res.summary.kept, total=res.summary.total))
+        lmdb, counts = filter_once(train_dir / "filter.yaml", self.work / "data" / "filtered")
+        if counts is None:
+            self.reused.append("filter")
+            return lmdb
         self._timed("filter", t0)
-        self.log(f"filtered {res.summary.kept}/{res.summary.total} train clips -> {res.output_path}")
-        return Path(res.output_path)
+        self.log(f"filtered {counts['kept']}/{counts['total']} train clips -> {lmdb}")
+        return lmdb
 
     def cache(self, lmdb: Path) -> Path:
         from ..data.latent_cache import encode_cache

@@ -323,3 +323,33 @@ def run_filter(cfg: FilterConfig, out: Optional[TextIO] = None, overwrite: bool 
                          "check the meta JSON or relax the filter config")
     path = write_filtered_samples(kept, cfg.save_path, overwrite=overwrite)
     return FilterResult(summary=summary, output_path=path)
+
+
+FILTER_MARKER = "lmdb.json"
+
+
+def filter_once(config_yaml: str | Path, save_dir: str | Path) -> tuple[Path, Optional[dict]]:
+    """Filter a dataset described by ``config_yaml`` (e.g. a ``flashi2v world`` folder's ``filter.yaml``) into
+    ``save_dir`` unless an earlier call already did: ``save_dir/lmdb.json`` records the LMDB written and the counts.
+    Returns ``(lmdb path, {"kept", "total"})`` after filtering, or ``(lmdb path, None)`` when the earlier result is
+    reused (used by the leakage benchmark and the default-model recipe)."""
+    import io
+    import json
+
+    from ..weights.io import atomic_write_text
+
+    save_dir = Path(save_dir)
+    marker = save_dir / FILTER_MARKER
+    if marker.is_file():
+        try:
+            lmdb = Path(json.loads(marker.read_text())["lmdb"])
+        except (OSError, ValueError, KeyError, TypeError):
+            lmdb = None
+        if lmdb is not None and lmdb.exists():
+            return lmdb, None
+    cfg = FilterConfig.from_yaml(config_yaml)
+    cfg.save_path = str(save_dir)
+    res = run_filter(cfg, out=io.StringIO(), overwrite=True)
+    counts = dict(kept=res.summary.kept, total=res.summary.total)
+    atomic_write_text(marker, json.dumps(dict(lmdb=str(res.output_path), **counts), indent=1) + "\n")
+    return Path(res.output_path), counts

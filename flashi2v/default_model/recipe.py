@@ -76,7 +76,7 @@ class Recipe:
     data = property(lambda self: self.work / "data")
     vae_image_run = property(lambda self: self.work / "vae_image")
     vae_run = property(lambda self: self.work / "vae")
-    base = property(lambda self: self.work / "base")
+    base_dir = property(lambda self: self.work / "base")
     run = property(lambda self: self.work / "runs" / "flashi2v")
     export_dir = property(lambda self: self.work / "export")
 
@@ -93,12 +93,13 @@ class Recipe:
             f"output_dir={run}", f"data.path={self.data / 'train'}", f"eval.path={self.data / 'test'}", *extra,
             *size, *self.overrides[stage]])
 
-    def dit_config(self):
+    def dit_config(self, *extra: str):
+        """recipe/dit.yaml with this run's paths, sizes, ``--set dit.*`` overrides and then ``extra`` overrides."""
         from ..train.config import TrainConfig
 
         return TrainConfig.from_yaml(RECIPE_DIR / "dit.yaml", [
-            f"output_dir={self.run}", f"data.path={self.data / 'latents'}", f"model.pipeline={self.base}",
-            *self._size_overrides(), *self.overrides["dit"]])
+            f"output_dir={self.run}", f"data.path={self.data / 'latents'}", f"model.pipeline={self.base_dir}",
+            *self._size_overrides(), *self.overrides["dit"], *extra])
 
     def _size_overrides(self) -> list[str]:
         if (self.frames, self.size) == (FRAMES, SIZE):
@@ -130,7 +131,7 @@ class Recipe:
         res = train_vae(self.vae_config(stage))
         log(f"{stage}: held-out round trip {json.dumps(res.eval)}")
 
-    def make_base(self) -> None:
+    def base(self) -> None:
         import torch
 
         from ..config import TransformerConfig
@@ -139,8 +140,8 @@ class Recipe:
         from ..text import MiniLMTextEncoder
         from ..vae import WanVAE
 
-        if (self.base / "model_index.json").is_file():
-            log(f"base: reusing {self.base}")
+        if (self.base_dir / "model_index.json").is_file():
+            log(f"base: reusing {self.base_dir}")
             return
         arch = dict(self.dit_config().model.architecture)
         torch.manual_seed(SEED)
@@ -148,29 +149,21 @@ class Recipe:
         text = MiniLMTextEncoder.from_package(text_len=int(arch["text_len"]))
         text.weights_source = "package"
         vae = WanVAE.from_pretrained(self.vae_run / "vae", dtype=torch.float32)
-        FlashI2VPipeline(dit, vae, text, GenerationDefaults(**self.defaults)).save_pretrained(self.base, overwrite=True)
-        log(f"base: wrote {self.base}")
+        FlashI2VPipeline(dit, vae, text, GenerationDefaults(**self.defaults)).save_pretrained(self.base_dir,
+                                                                                         overwrite=True)
+        log(f"base: wrote {self.base_dir}")
 
     def filter(self) -> Path:
-        import io
+        from ..data.filter import filter_once
 
-        from ..data.filter import FilterConfig, run_filter
-
-        marker = self.data / "filtered" / "lmdb.json"
-        if marker.is_file():
-            return Path(json.loads(marker.read_text())["lmdb"])
-        fc = FilterConfig.from_yaml(self.data / "train" / "filter.yaml")
-        fc.save_path = str(self.data / "filtered")
-        res = run_filter(fc, out=io.StringIO(), overwrite=True)
-        marker.write_text(json.dumps(dict(lmdb=str(res.output_path), kept=res.summary.kept,
-                                          total=res.summary.total)) + "\n")
-        log(f"filter: kept {res.summary.kept}/{res.summary.total} -> {res.output_path}")
-        return Path(res.output_path)
+        lmdb, counts = filter_once(self.data / "train" / "filter.yaml", self.data / "filtered")
+        log(f"filter: {'reusing' if counts is None else 'kept {kept}/{total}'.format(**counts)} -> {lmdb}")
+        return lmdb
 
     def cache(self) -> None:
         from ..data.latent_cache import encode_cache
 
-        m = encode_cache(self.filter(), self.base, self.data / "latents", height=self.size, width=self.size,
+        m = encode_cache(self.filter(), self.base_dir, self.data / "latents", height=self.size, width=self.size,
                          num_frames=self.frames,
                          train_fps=FPS, seed=SEED, device="cpu", workers=self.workers, log=log)
         log(f"cache: {m['num_samples']} samples, latents {m['latent_shape']}")
@@ -185,22 +178,19 @@ class Recipe:
     def train_more(self) -> None:
         from ..train.trainer import Trainer
 
-        cfg = self.dit_config()
-        over = [f"max_steps={MORE['max_steps']}", f"optim.decay_steps={MORE['decay_steps']}"]
+        more = MORE
         if self.overrides["dit"]:  # smoke runs: one more step than phase 1
-            over = [f"max_steps={cfg.max_steps + 1}", f"optim.decay_steps={cfg.max_steps + 2}"]
-        from ..train.config import TrainConfig
-
-        hist = Trainer(TrainConfig.from_yaml(RECIPE_DIR / "dit.yaml", [
-            f"output_dir={self.run}", f"data.path={self.data / 'latents'}", f"model.pipeline={self.base}",
-            *self._size_overrides(), *self.overrides["dit"], *over])).fit()
+            steps = self.dit_config().max_steps
+            more = dict(max_steps=steps + 1, decay_steps=steps + 2)
+        hist = Trainer(self.dit_config(f"max_steps={more['max_steps']}",
+                                       f"optim.decay_steps={more['decay_steps']}")).fit()
         if hist:
             log(f"train_more: final loss {hist[-1]['loss']:.4f}")
 
     def export(self) -> None:
         from ..train.export import export
 
-        export(self.run, self.export_dir, weights="ema", pipeline=str(self.base), overwrite=True)
+        export(self.run, self.export_dir, weights="ema", pipeline=str(self.base_dir), overwrite=True)
         log(f"export: wrote {self.export_dir}")
 
     def package(self) -> None:
@@ -227,12 +217,9 @@ class Recipe:
         log(f"package: wrote {self.package_dir} ({size / 2**20:.1f} MiB); logs in {logs}")
 
     def evaluate(self, folder: str | os.PathLike | None = None, limit: int | None = None) -> dict:
-        import torch
-
         from ..bench.leakage import (EvalSettings, GenerationSettings, evaluate_model, load_eval_clips, static_model,
                                      vae_roundtrip_model)
         from ..pipeline import FlashI2VPipeline
-        from ..vae import WanVAE
 
         folder = Path(folder or self.package_dir)
         clips = load_eval_clips(self.data / "test", limit=limit)
@@ -240,8 +227,7 @@ class Recipe:
         pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
         model = evaluate_model(pipe, clips, settings, generation=GenerationSettings(num_steps=None, negative_prompt=None),
                                log=log)
-        vae = WanVAE.from_pretrained(folder / "vae", dtype=torch.float32, device="cpu")
-        vae_ev = evaluate_model(vae_roundtrip_model(vae), clips, settings)
+        vae_ev = evaluate_model(vae_roundtrip_model(pipe.vae), clips, settings)  # the same fp32 VAE
         static = evaluate_model(static_model, clips, settings)
         m, v, s = model.summary, vae_ev.summary, static.summary
         bars = dict(
@@ -280,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in STAGES:
             if s in stages:
                 log(f"stage {s}")
-                {"base": r.make_base}.get(s, getattr(r, s))()
+                getattr(r, s)()
     except FlashI2VError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -115,6 +116,23 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     decay_steps: int = 0  # length of the cosine decay (0 = max_steps); a run may stop early on a longer schedule
     grad_accum: int = 1
+
+
+def lr_factor(o, max_steps: int):
+    """``step -> lr multiplier`` of an optimiser section (``OptimConfig`` or the VAE trainer's): linear warm-up over
+    ``o.warmup_steps``, then constant or a cosine decay to ``o.min_lr_ratio`` at ``o.decay_steps`` (0: ``max_steps``).
+    Step ``s`` is the number of scheduler steps taken (the lr of optimizer step ``s + 1``)."""
+    warm, total = o.warmup_steps, o.decay_steps or max_steps
+
+    def f(s: int) -> float:
+        if warm and s < warm:
+            return (s + 1) / warm
+        if o.schedule == "constant":
+            return 1.0
+        t = min(1.0, max(0.0, (s - warm) / max(1, total - warm)))
+        return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return f
 
 
 @dataclass

@@ -30,7 +30,7 @@ from ..weights.io import atomic_write_text
 from .checkpoint import (load_latest, restore_training_state, rng_state, save_checkpoint, set_rng_state,
                          training_state)
 from .clipping import GradClipper
-from .config import TrainConfig
+from .config import TrainConfig, lr_factor
 from .data import Batch, BatchLoader, DistributedEpochSampler, build_source, sample_seed
 from .ema import EMA
 from .export import MODEL_CONFIG_NAME
@@ -72,23 +72,6 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
     if m.from_t2v:
         log.info("initialised from T2V weights: %s", report.summary())
     return model
-
-
-def lr_factor(o, max_steps: int):
-    """Step -> lr multiplier: linear warm-up over ``o.warmup_steps``, then constant or a cosine decay to
-    ``o.min_lr_ratio`` at ``max_steps``."""
-    warm = o.warmup_steps
-    max_steps = o.decay_steps or max_steps
-
-    def f(s: int) -> float:
-        if warm and s < warm:
-            return (s + 1) / warm
-        if o.schedule == "cosine":
-            t = min(1.0, (s - warm) / max(1, max_steps - warm))
-            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-        return 1.0
-
-    return f
 
 
 def count_tokens(config: TransformerConfig, latent_shape) -> int:

@@ -49,7 +49,7 @@ import yaml
 
 from ..errors import ConfigError, InputError
 from ..weights.io import atomic_directory
-from .config import YAMLConfig
+from .config import YAMLConfig, lr_factor
 
 log = logging.getLogger("flashi2v.train")
 
@@ -587,7 +587,7 @@ class VAETrainer:
         self.optimizer = torch.optim.AdamW(
             [dict(params=decay, weight_decay=o.weight_decay), dict(params=no_decay, weight_decay=0.0)],
             lr=o.lr, betas=tuple(float(b) for b in o.betas), eps=o.eps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg.optim, cfg.max_steps))
         self.ema = EMA(self.net, cfg.ema.decay) if cfg.ema.enabled else None
 
         # ---- data -------------------------------------------------------------------------------------------------
@@ -612,19 +612,6 @@ class VAETrainer:
         self.sampler = DistributedEpochSampler(self.train_clips.num_samples, d.batch_size, 0, 1, cfg.seed, d.shuffle)
         self.step = 0
         self.last_eval: dict = {}
-
-    # ------------------------------------------------------------------------------------------------ schedule
-    def lr_factor(self, s: int) -> float:
-        """Multiplier of optim.lr after ``s`` scheduler steps (the lr of optimizer step ``s + 1``)."""
-        o = self.cfg.optim
-        total = o.decay_steps or self.cfg.max_steps
-        if o.warmup_steps and s < o.warmup_steps:
-            return (s + 1) / o.warmup_steps
-        if o.schedule == "constant":
-            return 1.0
-        span = max(1, total - o.warmup_steps)
-        t = min(1.0, max(0.0, (s - o.warmup_steps) / span))
-        return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     # ------------------------------------------------------------------------------------------------ batches
     def next_batch(self) -> torch.Tensor:

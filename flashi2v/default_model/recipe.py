@@ -13,9 +13,7 @@ base       a model folder ``DIR/base``: that VAE, MiniLM (package reference, ``t
            random DiT of the recipe's architecture (only its VAE and text encoder are used)
 filter     ``flashi2v data filter`` with the world's ``filter.yaml`` -> ``DIR/data/filtered``
 cache      ``flashi2v data encode`` (VAE latents, first-frame latents, MiniLM states) -> ``DIR/data/latents``
-train      ``flashi2v train --config recipe/dit.yaml`` on the cache -> ``DIR/runs/flashi2v`` (1500 steps)
-train_more the same run resumed with ``max_steps`` / ``optim.decay_steps`` of :data:`MORE` (the shipped run was
-           extended after the first phase: its loss was still falling and its samples were noise)
+train      ``flashi2v train --config recipe/dit.yaml`` on the cache -> ``DIR/runs/flashi2v``
 export     ``flashi2v export`` (EMA weights) -> ``DIR/export``
 package    :func:`flashi2v.default_model.package_model` (fp16) -> ``--package`` (default: ``DIR/package``; the
            shipped copy is ``flashi2v/default_model/model``) plus the training logs in ``DIR/recipe_logs``
@@ -38,11 +36,9 @@ from pathlib import Path
 
 from . import RECIPE_DIR
 
-STAGES = ("world", "vae_image", "vae", "base", "filter", "cache", "train", "train_more", "export", "package", "evaluate")
+STAGES = ("world", "vae_image", "vae", "base", "filter", "cache", "train", "export", "package", "evaluate")
 TRAIN_CLIPS, TEST_CLIPS, SEED = 1000, 100, 0
 FRAMES, SIZE, FPS = 17, 128, 16.0
-#: Phase 2 of the DiT run: resumed from step 1500 to this step on a cosine laid out for ``decay_steps``.
-MORE = dict(max_steps=2750, decay_steps=3300)
 #: Sampling settings stored as the shipped model's defaults (and used by the evaluation).
 DEFAULTS = dict(num_frames=FRAMES, height=SIZE, width=SIZE, num_steps=20, shift=3.0, guidance_scale=3.0,
                 cutoff_ratio=0.1, fps=16, negative_prompt="")
@@ -175,18 +171,6 @@ class Recipe:
         if hist:
             log(f"train: final loss {hist[-1]['loss']:.4f}")
 
-    def train_more(self) -> None:
-        from ..train.trainer import Trainer
-
-        more = MORE
-        if self.overrides["dit"]:  # smoke runs: one more step than phase 1
-            steps = self.dit_config().max_steps
-            more = dict(max_steps=steps + 1, decay_steps=steps + 2)
-        hist = Trainer(self.dit_config(f"max_steps={more['max_steps']}",
-                                       f"optim.decay_steps={more['decay_steps']}")).fit()
-        if hist:
-            log(f"train_more: final loss {hist[-1]['loss']:.4f}")
-
     def export(self) -> None:
         from ..train.export import export
 
@@ -202,7 +186,7 @@ class Recipe:
                     vae_configs=["recipe/vae_image.yaml", "recipe/vae.yaml"], dit_config="recipe/dit.yaml", seed=SEED,
                     data=dict(world_train_clips=self.train_clips, world_test_clips=self.test_clips, world_seed=SEED,
                               frames=self.frames, size=self.size, fps=FPS),
-                    dit_steps=dict(phase1=cfg.max_steps, phase2=MORE if not self.overrides["dit"] else "smoke"),
+                    dit_steps=cfg.max_steps,
                     vae_eval=vae_eval)
         package_model(self.export_dir, self.package_dir, dtype="fp16", info=info, defaults=self.defaults)
         logs = self.work / "recipe_logs"
@@ -225,8 +209,11 @@ class Recipe:
         clips = load_eval_clips(self.data / "test", limit=limit)
         settings = EvalSettings()
         pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
-        model = evaluate_model(pipe, clips, settings, generation=GenerationSettings(num_steps=None, negative_prompt=None),
-                               log=log)
+        gen = GenerationSettings(num_steps=None, negative_prompt=None, batch_size=4)  # the folder's defaults
+        if self.workers > 1 and len(clips) > 1:
+            model = _evaluate_in_parallel(folder, self.data / "test", limit, gen, self.workers)
+        else:
+            model = evaluate_model(pipe, clips, settings, generation=gen, log=log)
         vae_ev = evaluate_model(vae_roundtrip_model(pipe.vae), clips, settings)  # the same fp32 VAE
         static = evaluate_model(static_model, clips, settings)
         m, v, s = model.summary, vae_ev.summary, static.summary
@@ -244,6 +231,39 @@ class Recipe:
         atomic_write_text(self.work / "eval.json", json.dumps(out, indent=1, default=float) + "\n")
         log("evaluate: " + json.dumps(bars))
         return out
+
+
+def _evaluate_part(folder: str, test_dir: str, limit: int | None, gen, part: int, parts: int) -> list:
+    """Worker of :func:`_evaluate_in_parallel`: generate and score every ``parts``-th clip from ``part`` (1 thread)."""
+    import torch
+
+    from ..bench.leakage import EvalSettings, evaluate_model, load_eval_clips
+    from ..pipeline import FlashI2VPipeline
+
+    torch.set_num_threads(1)
+    clips = load_eval_clips(test_dir, limit=limit)[part::parts]
+    pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
+    return evaluate_model(pipe, clips, EvalSettings(), generation=gen).records
+
+
+def _evaluate_in_parallel(folder, test_dir, limit, gen, workers: int):
+    """:func:`flashi2v.bench.evaluate_model` of a model folder split over ``workers`` processes. Clip ``i`` is
+    sampled with seed ``gen.seed + i`` whichever process makes it, so the records equal a serial run's."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..bench.leakage import ModelEvaluation, PipelineModel, summarize
+    from ..pipeline import FlashI2VPipeline
+
+    start = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+        parts = list(ex.map(_evaluate_part, *zip(*[(str(folder), str(test_dir), limit, gen, k, workers)
+                                                   for k in range(workers)])))
+    records = sorted((r for p in parts for r in p), key=lambda r: r["index"])
+    resolved = PipelineModel(FlashI2VPipeline.from_pretrained(folder, device="cpu"), gen).resolved()
+    log(f"  {len(records)} clips on {workers} processes")
+    return ModelEvaluation(summary=summarize(records), records=records, seconds=time.perf_counter() - start,
+                           generation=resolved)
 
 
 def main(argv: list[str] | None = None) -> int:

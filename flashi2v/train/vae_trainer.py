@@ -231,9 +231,9 @@ class VAETrainConfig(YAMLConfig):
         if len(m.temperal_downsample) != len(m.dim_mult) - 1:
             raise ConfigError(f"model.temperal_downsample needs {len(m.dim_mult) - 1} flags (one per down-sampling "
                               f"step of dim_mult {list(m.dim_mult)}), got {len(m.temperal_downsample)}")
-        if sum(m.temperal_downsample) != 2:
-            # diffusers' AutoencoderKLWan encodes in chunks of 1 + 4 frames: exactly two temporal down-samplings
-            raise ConfigError(f"model.temperal_downsample must halve time exactly twice (the Wan VAE encodes chunks "
+        if sum(m.temperal_downsample) > 2:
+            # diffusers' AutoencoderKLWan encodes in chunks of 1 + 4 frames: at most two temporal down-samplings
+            raise ConfigError(f"model.temperal_downsample may halve time at most twice (the Wan VAE encodes chunks "
                               f"of 4 frames), got {list(m.temperal_downsample)}")
         if m.init_scheme not in ("kaiming", "default"):
             raise ConfigError(f"model.init_scheme must be kaiming or default, got {m.init_scheme!r}")
@@ -534,6 +534,28 @@ class VAETrainResult:
     latents_std: list
 
 
+def _drop_temporal_downsampling(init: WanVAE, cfg: "VAETrainConfig") -> WanVAE:
+    """``init`` rebuilt with fewer temporal down-samplings (``cfg.model.temperal_downsample``), e.g. an image-stage
+    VAE trained with ``[true, true]`` continued as a 2x-temporal ``[false, true]`` clip VAE. The new model's tensors
+    are a subset of ``init``'s (the dropped ones are the unused temporal convolutions of the removed down/up-samplings);
+    anything the new model would need but ``init`` lacks is an error, so no weight is left uninitialised."""
+    from ..vae import WanVAE
+
+    stats = {k: init.config[k] for k in ("latents_mean", "latents_std")}
+    new = WanVAE(**cfg.arch_kwargs(), **stats)
+    src, dst = init.state_dict(), new.state_dict()
+    lacking = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
+    if lacking:
+        raise ConfigError(f"model.init {cfg.model.init} has temperal_downsample={init.config['temperal_downsample']}, "
+                          f"which lacks {len(lacking)} tensors of model.temperal_downsample="
+                          f"{list(cfg.model.temperal_downsample)} (e.g. {lacking[0]}); a VAE can only be continued "
+                          "with the same or fewer temporal down-samplings")
+    new.load_state_dict({k: src[k] for k in dst})
+    log.info("model.init: temperal_downsample %s -> %s, dropped %d unused temporal-conv tensors",
+             list(init.config["temperal_downsample"]), list(cfg.model.temperal_downsample), len(src) - len(dst))
+    return new
+
+
 class VAETrainer:
     def __init__(self, cfg: VAETrainConfig):
         from ..vae import WanVAE
@@ -556,9 +578,11 @@ class VAETrainer:
             vae = WanVAE.from_pretrained(cfg.model.init, dtype=torch.float32)
             mine = WanVAE(**cfg.arch_kwargs()).config
             for k in ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "temperal_downsample"):
-                if vae.config[k] != mine[k]:
+                if vae.config[k] != mine[k] and k != "temperal_downsample":
                     raise ConfigError(f"model.init {cfg.model.init} has {k}={vae.config[k]} but model.{k} is "
                                       f"{mine[k]}; make the architecture match the folder")
+            if vae.config["temperal_downsample"] != mine["temperal_downsample"]:
+                vae = _drop_temporal_downsampling(vae, cfg)
         else:
             vae = WanVAE(**cfg.arch_kwargs())
             if cfg.model.init_scheme == "kaiming":

@@ -81,7 +81,8 @@ def test_recipe_evaluate_in_parallel_equals_serial(toy_recipe):
     from flashi2v.default_model.recipe import _evaluate_in_parallel
 
     gen = GenerationSettings(num_steps=2, negative_prompt=None, batch_size=4)
-    par = _evaluate_in_parallel(toy_recipe.package_dir, toy_recipe.data / "test", None, gen, 2)
+    pipe = FlashI2VPipeline.from_pretrained(toy_recipe.package_dir, device="cpu")
+    par = _evaluate_in_parallel(pipe, toy_recipe.package_dir, toy_recipe.data / "test", None, EvalSettings(), gen, 2)
     serial = evaluate_model(toy_recipe.package_dir, load_eval_clips(toy_recipe.data / "test"), EvalSettings(),
                             generation=gen)
     assert [r["index"] for r in par.records] == [0, 1]

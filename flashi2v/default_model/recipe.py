@@ -211,7 +211,7 @@ class Recipe:
         pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
         gen = GenerationSettings(num_steps=None, negative_prompt=None, batch_size=4)  # the folder's defaults
         if self.workers > 1 and len(clips) > 1:
-            model = _evaluate_in_parallel(folder, self.data / "test", limit, gen, self.workers)
+            model = _evaluate_in_parallel(pipe, folder, self.data / "test", limit, settings, gen, self.workers)
         else:
             model = evaluate_model(pipe, clips, settings, generation=gen, log=log)
         vae_ev = evaluate_model(vae_roundtrip_model(pipe.vae), clips, settings)  # the same fp32 VAE
@@ -233,37 +233,36 @@ class Recipe:
         return out
 
 
-def _evaluate_part(folder: str, test_dir: str, limit: int | None, gen, part: int, parts: int) -> list:
+def _evaluate_part(folder: str, test_dir: str, limit: int | None, settings, gen, part: int, parts: int) -> list:
     """Worker of :func:`_evaluate_in_parallel`: generate and score every ``parts``-th clip from ``part`` (1 thread)."""
     import torch
 
-    from ..bench.leakage import EvalSettings, evaluate_model, load_eval_clips
+    from ..bench.leakage import evaluate_model, load_eval_clips
     from ..pipeline import FlashI2VPipeline
 
     torch.set_num_threads(1)
     clips = load_eval_clips(test_dir, limit=limit)[part::parts]
     pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
-    return evaluate_model(pipe, clips, EvalSettings(), generation=gen).records
+    return evaluate_model(pipe, clips, settings, generation=gen).records
 
 
-def _evaluate_in_parallel(folder, test_dir, limit, gen, workers: int):
-    """:func:`flashi2v.bench.evaluate_model` of a model folder split over ``workers`` processes. Clip ``i`` is
-    sampled with seed ``gen.seed + i`` whichever process makes it, so the records equal a serial run's."""
+def _evaluate_in_parallel(pipe, folder, test_dir, limit, settings, gen, workers: int):
+    """:func:`flashi2v.bench.evaluate_model` of the model folder ``folder`` (loaded here as ``pipe``) split over
+    ``workers`` processes. Clip ``i`` is sampled with seed ``gen.seed + i`` whichever process makes it, so the videos
+    are a serial run's up to the last float bits (batching and thread count differ)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     from ..bench.leakage import ModelEvaluation, PipelineModel, summarize
-    from ..pipeline import FlashI2VPipeline
 
     start = time.perf_counter()
+    args = [(str(folder), str(test_dir), limit, settings, gen, k, workers) for k in range(workers)]
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-        parts = list(ex.map(_evaluate_part, *zip(*[(str(folder), str(test_dir), limit, gen, k, workers)
-                                                   for k in range(workers)])))
+        parts = list(ex.map(_evaluate_part, *zip(*args)))
     records = sorted((r for p in parts for r in p), key=lambda r: r["index"])
-    resolved = PipelineModel(FlashI2VPipeline.from_pretrained(folder, device="cpu"), gen).resolved()
     log(f"  {len(records)} clips on {workers} processes")
     return ModelEvaluation(summary=summarize(records), records=records, seconds=time.perf_counter() - start,
-                           generation=resolved)
+                           generation=PipelineModel(pipe, gen).resolved())
 
 
 def main(argv: list[str] | None = None) -> int:

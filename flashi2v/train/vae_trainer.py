@@ -534,15 +534,12 @@ class VAETrainResult:
     latents_std: list
 
 
-def _drop_temporal_downsampling(init: WanVAE, cfg: "VAETrainConfig") -> WanVAE:
-    """``init`` rebuilt with fewer temporal down-samplings (``cfg.model.temperal_downsample``), e.g. an image-stage
-    VAE trained with ``[true, true]`` continued as a 2x-temporal ``[false, true]`` clip VAE. The new model's tensors
-    are a subset of ``init``'s (the dropped ones are the unused temporal convolutions of the removed down/up-samplings);
-    anything the new model would need but ``init`` lacks is an error, so no weight is left uninitialised."""
-    from ..vae import WanVAE
-
-    stats = {k: init.config[k] for k in ("latents_mean", "latents_std")}
-    new = WanVAE(**cfg.arch_kwargs(), **stats)
+def _load_fewer_temporal_downsamplings(init: WanVAE, new: WanVAE, cfg: "VAETrainConfig") -> WanVAE:
+    """``new`` (the config's architecture with fewer temporal down-samplings, e.g. a 2x-temporal ``[false, true]``
+    clip VAE) loaded with the weights of ``init`` (e.g. an image-stage VAE trained with ``[true, true]``). The new
+    model's tensors are a subset of ``init``'s (the dropped ones are the unused temporal convolutions of the removed
+    down/up-samplings); anything the new model would need but ``init`` lacks is an error, so no weight is left
+    uninitialised."""
     src, dst = init.state_dict(), new.state_dict()
     lacking = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
     if lacking:
@@ -576,13 +573,14 @@ class VAETrainer:
         torch.manual_seed(cfg.seed)
         if cfg.model.init:
             vae = WanVAE.from_pretrained(cfg.model.init, dtype=torch.float32)
-            mine = WanVAE(**cfg.arch_kwargs()).config
-            for k in ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "temperal_downsample"):
-                if vae.config[k] != mine[k] and k != "temperal_downsample":
+            mine = WanVAE(**cfg.arch_kwargs(), latents_mean=vae.config["latents_mean"],
+                          latents_std=vae.config["latents_std"])
+            for k in ("base_dim", "z_dim", "dim_mult", "num_res_blocks"):
+                if vae.config[k] != mine.config[k]:
                     raise ConfigError(f"model.init {cfg.model.init} has {k}={vae.config[k]} but model.{k} is "
-                                      f"{mine[k]}; make the architecture match the folder")
-            if vae.config["temperal_downsample"] != mine["temperal_downsample"]:
-                vae = _drop_temporal_downsampling(vae, cfg)
+                                      f"{mine.config[k]}; make the architecture match the folder")
+            if vae.config["temperal_downsample"] != mine.config["temperal_downsample"]:
+                vae = _load_fewer_temporal_downsamplings(vae, mine, cfg)
         else:
             vae = WanVAE(**cfg.arch_kwargs())
             if cfg.model.init_scheme == "kaiming":

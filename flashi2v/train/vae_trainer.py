@@ -42,7 +42,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -50,6 +50,9 @@ import yaml
 from ..errors import ConfigError, InputError
 from ..weights.io import atomic_directory
 from .config import YAMLConfig, lr_factor
+
+if TYPE_CHECKING:
+    from ..vae import WanVAE
 
 log = logging.getLogger("flashi2v.train")
 
@@ -534,7 +537,7 @@ class VAETrainResult:
     latents_std: list
 
 
-def _load_fewer_temporal_downsamplings(init: WanVAE, new: WanVAE, cfg: "VAETrainConfig") -> WanVAE:
+def _load_fewer_temporal_downsamplings(init: "WanVAE", new: "WanVAE", cfg: "VAETrainConfig") -> "WanVAE":
     """``new`` (the config's architecture with fewer temporal down-samplings, e.g. a 2x-temporal ``[false, true]``
     clip VAE) loaded with the weights of ``init`` (e.g. an image-stage VAE trained with ``[true, true]``). The new
     model's tensors are a subset of ``init``'s (the dropped ones are the unused temporal convolutions of the removed

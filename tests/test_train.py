@@ -397,3 +397,47 @@ def test_cosine_schedule_and_threads(tmp_path):
         tiny_cfg(tmp_path, **{"optim.schedule": "linear"})
     with pytest.raises(ConfigError, match="threads"):
         tiny_cfg(tmp_path, threads=-1)
+
+
+def test_lr_multipliers_scale_named_modules_and_follow_the_schedule(tmp_path):
+    from flashi2v.train.trainer import Trainer
+
+    over = {"optim.warmup_steps": 2, "optim.lr": 1e-3, "optim.lr_multipliers": {"learnable_proj": 10, "fourier_embedding": 4}}
+    t = Trainer(tiny_cfg(tmp_path, max_steps=3, **over))
+    names = {id(q): n for n, q in t.model.named_parameters()}
+    groups = {tuple(sorted({names[id(q)].split(".")[0] for q in g["params"]})): g for g in t.optimizer.param_groups}
+    assert set(groups) >= {("learnable_proj",), ("fourier_embedding",)}
+    base = next(g for k, g in groups.items() if "blocks" in k)
+    assert "learnable_proj" not in {names[id(q)].split(".")[0] for q in base["params"]}
+    assert sum(len(g["params"]) for g in t.optimizer.param_groups) == len(t.params)  # every parameter exactly once
+    t.fit()
+    # after 3 scheduler steps (warm-up done) each group runs at its own multiple of the base lr
+    assert groups[("learnable_proj",)]["lr"] == pytest.approx(10 * base["lr"])
+    assert groups[("fourier_embedding",)]["lr"] == pytest.approx(4 * base["lr"]) and base["lr"] == pytest.approx(1e-3)
+    with pytest.raises(ConfigError, match="no trainable parameter is named 'learnable_projection'"):
+        Trainer(tiny_cfg(tmp_path / "x", **{"optim.lr_multipliers": {"learnable_projection": 10}}))
+    with pytest.raises(ConfigError, match="must be a positive number"):
+        tiny_cfg(tmp_path, **{"optim.lr_multipliers": {"learnable_proj": 0}})
+
+
+def test_condition_init_xavier_gives_the_image_branches_weights_from_scratch(tmp_path):
+    from flashi2v.train.trainer import build_model
+
+    zero = build_model(tiny_cfg(tmp_path), torch.device("cpu"))
+    xav = build_model(tiny_cfg(tmp_path, **{"model.condition_init": "xavier"}), torch.device("cpu"))
+    z = torch.randn(2, 16, 1, 8, 8)
+    assert torch.count_nonzero(zero.project_first_frame(z)) == 0  # the paper's zero init: φ ≡ 0
+    assert zero.fourier_embedding[1].weight.abs().sum() == 0
+    phi = xav.project_first_frame(z)
+    assert 0.3 < phi.std().item() < 3.0  # an O(1) shift from the first step
+    assert xav.fourier_embedding[1].weight.std() > 0
+    # everything else is the same seeded init
+    same = [n for n, q in zero.state_dict().items()
+            if not n.startswith(("learnable_proj.proj.2.weight", "fourier_embedding.1.weight"))]
+    assert all(torch.equal(zero.state_dict()[n], xav.state_dict()[n]) for n in same)
+    with pytest.raises(ConfigError, match="condition_init must be zero or xavier"):
+        tiny_cfg(tmp_path, **{"model.condition_init": "normal"})
+    with pytest.raises(ConfigError, match="only applies to model.init=scratch"):
+        tiny_cfg(tmp_path, **{"model.condition_init": "xavier", "model.init": str(tmp_path)})
+    with pytest.raises(ConfigError, match="needs a flashi2v model"):
+        build_model(tiny_cfg(tmp_path, "t2v", **{"model.condition_init": "xavier"}), torch.device("cpu"))

@@ -94,6 +94,14 @@ class FlashI2VTransformer(WanTransformer):
         dt = self.patch_embedding.weight.dtype
         return self.patch_embedding(x.to(dt)) + self.fourier_embedding(fourier_features.to(dt))
 
+    @torch.no_grad()
+    def init_condition_branches_xavier(self) -> None:
+        """Xavier-uniform (flat, like every other layer) on the zero-initialised output convs of φ and the Fourier
+        embedding, so a model trained from scratch sees the image through both branches from the first step (the
+        paper's zero init exists to start a fine-tune from T2V as exactly T2V). Biases stay zero."""
+        xavier_uniform_flat_(self.learnable_proj.proj[2].weight)
+        xavier_uniform_flat_(self.fourier_embedding[1].weight)
+
     def project_first_frame(self, z: torch.Tensor) -> torch.Tensor:
         """φ(z) for the clean first-frame latent z [B, C, 1, h, w] (float32)."""
         return self.learnable_proj(z)

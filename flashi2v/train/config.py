@@ -86,6 +86,10 @@ class ModelConfig:
     preset: Optional[str] = None  # a named preset (flashi2v-1.3b, ...) for init=scratch
     pipeline: Optional[str] = None  # model folder whose vae/ and text_encoder/ are used (raw data, samples, export)
     activation_checkpointing: bool = False
+    # FlashI2V's φ and Fourier-embedding output convs: "zero" (the paper's; a FlashI2V initialised from T2V weights
+    # starts as exactly that T2V model) or "xavier" (like every other layer; only for init=scratch, where there is no
+    # T2V model to preserve and a zero branch starts with no image signal at all).
+    condition_init: str = "zero"
 
 
 @dataclass
@@ -116,6 +120,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     decay_steps: int = 0  # length of the cosine decay (0 = max_steps); a run may stop early on a longer schedule
     grad_accum: int = 1
+    # Per-module learning-rate multipliers: {parameter-name prefix: factor}, e.g. {learnable_proj: 10} trains φ at
+    # 10x the lr (same schedule). Each prefix must name trainable parameters; the rest train at lr. Default: none.
+    lr_multipliers: Optional[dict] = None
 
 
 def lr_factor(o, max_steps: int):
@@ -255,8 +262,18 @@ class TrainConfig(YAMLConfig):
             raise ConfigError(f"clip.mode must be adaptive, fixed or none, got {self.clip.mode!r}")
         if not 0.0 <= self.ema.decay <= 1.0:
             raise ConfigError(f"ema.decay must be in [0, 1], got {self.ema.decay}")
+        if self.model.condition_init not in ("zero", "xavier"):
+            raise ConfigError(f"model.condition_init must be zero or xavier, got {self.model.condition_init!r}")
+        if self.model.condition_init != "zero" and self.model.init != "scratch":
+            raise ConfigError("model.condition_init=xavier only applies to model.init=scratch (a loaded model keeps "
+                              "its weights); remove it or train from scratch")
         if len(self.optim.betas) != 2:
             raise ConfigError(f"optim.betas must have two values, got {self.optim.betas}")
+        for prefix, factor in (self.optim.lr_multipliers or {}).items():
+            if not isinstance(prefix, str) or not prefix:
+                raise ConfigError(f"optim.lr_multipliers keys must be parameter-name prefixes, got {prefix!r}")
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+                raise ConfigError(f"optim.lr_multipliers.{prefix} must be a positive number, got {factor!r}")
         lo, hi = _pair("flow.cutoff_ratio", self.flow.cutoff_ratio)
         if not 0.0 <= lo <= hi <= 1.0:
             raise ConfigError(f"flow.cutoff_ratio must satisfy 0 <= lo <= hi <= 1, got {self.flow.cutoff_ratio}")

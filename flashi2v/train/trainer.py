@@ -52,7 +52,12 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
         except TypeError as e:
             raise ConfigError(f"model.architecture: {e}") from None
         torch.manual_seed(cfg.seed)
-        return build_transformer(arch, device=device)
+        model = build_transformer(arch, device=device)
+        if m.condition_init == "xavier":
+            if not arch.is_flashi2v:
+                raise ConfigError(f"model.condition_init=xavier needs a flashi2v model, got {arch.model_type}")
+            model.init_condition_branches_xavier()
+        return model
     src = Path(m.init)
     if (src / "model_index.json").is_file():
         src = src / "transformer"
@@ -72,6 +77,30 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
     if m.from_t2v:
         log.info("initialised from T2V weights: %s", report.summary())
     return model
+
+
+def param_groups(model: torch.nn.Module, lr: float, multipliers: dict | None) -> list[dict]:
+    """AdamW parameter groups: the trainable parameters at ``lr``, and those whose name starts with a prefix of
+    ``multipliers`` ({prefix: factor}) at ``factor * lr`` (the longest matching prefix wins). Wrapper segments added by
+    compile / activation checkpointing are ignored in names. A prefix that matches no trainable parameter is a
+    ConfigError, never a silently ignored setting."""
+    multipliers = dict(multipliers or {})
+    order = sorted(multipliers, key=len, reverse=True)
+    groups: dict = {None: []}
+    groups.update({k: [] for k in order})
+    for name, q in model.named_parameters():
+        if not q.requires_grad:
+            continue
+        clean = name.replace("_orig_mod.", "").replace("_checkpoint_wrapped_module.", "")
+        key = next((k for k in order if clean == k or clean.startswith(k.rstrip(".") + ".")), None)
+        groups[key].append(q)
+    empty = [k for k in order if not groups[k]]
+    if empty:
+        raise ConfigError(f"optim.lr_multipliers: no trainable parameter is named {', '.join(map(repr, empty))}...; "
+                          "use module names of the model (e.g. learnable_proj, fourier_embedding, blocks.0)")
+    out = [dict(params=groups[None], lr=lr)] if groups[None] else []
+    out += [dict(params=groups[k], lr=lr * float(multipliers[k])) for k in order]
+    return out
 
 
 def count_tokens(config: TransformerConfig, latent_shape) -> int:
@@ -118,8 +147,8 @@ class Trainer:
 
         self.params = [q for q in self.model.parameters() if q.requires_grad]
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
-                                           foreach=True)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, o.lr, o.lr_multipliers), lr=o.lr, betas=tuple(o.betas),
+                                           eps=o.eps, weight_decay=o.weight_decay, foreach=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(o, cfg.max_steps))
         self.clipper = GradClipper(cfg.clip.mode, cfg.clip.max_norm, cfg.clip.ema_decay, cfg.clip.num_std)
         self.ema = EMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -276,7 +275,7 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- export, LoRA
 def test_export_ema_and_raw(tmp_path):
-    from flashi2v.train.export import export, load_trained_model
+    from flashi2v.train.export import export
     from flashi2v.weights.transformer import load_transformer
 
     cfg = tiny_cfg(tmp_path, max_steps=3, **{"ema.decay": 0.5})

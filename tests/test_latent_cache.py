@@ -189,3 +189,15 @@ def test_parallel_workers_write_the_same_cache(setup, tmp_path):
         assert (out / name).read_bytes() == (setup["full"] / name).read_bytes(), name
     with pytest.raises(InputError, match="workers"):
         encode_cache(setup["db"], setup["model"], tmp_path / "bad", workers=0, **ARGS)
+
+
+def test_cli_bench_reliance_on_a_cache(setup, tmp_path, capsys):
+    out = tmp_path / "rel.json"
+    assert main(["bench", "reliance", "--model", str(setup["model"]), "--cache", str(setup["full"]), "--samples", "3",
+                 "--sigmas", "0.9", "0.5", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| 0.90 |" in text and "std phi(z)" in text
+    rows = json.loads(out.read_text())[str(setup["model"])]["rows"]
+    assert [r["sigma"] for r in rows] == [0.9, 0.5] and all(r["frame0"] > 0 for r in rows)
+    assert main(["bench", "reliance", "--model", str(tmp_path / "nope"), "--cache", str(setup["full"])]) != 0
+    assert "not a model folder" in capsys.readouterr().err

@@ -23,6 +23,8 @@ _LAZY = {
     "static_model": "flashi2v.bench.leakage",
     "oracle_model": "flashi2v.bench.leakage",
     "vae_roundtrip_model": "flashi2v.bench.leakage",
+    "image_reliance": "flashi2v.bench.reliance",
+    "reliance_from_cache": "flashi2v.bench.reliance",
 }
 
 __all__ = sorted(_LAZY)

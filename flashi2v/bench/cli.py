@@ -88,7 +88,42 @@ def register(subparsers):
     p.add_argument("--threads", type=int, help="torch CPU threads during the run (default: unchanged; 1 is often "
                    "fastest for tiny models on a busy CPU)")
     p.set_defaults(func=cmd_leakage)
+
+    r = bsub.add_parser("reliance", help="how much a model uses its condition image (one-step predictions, right vs "
+                        "wrong image)", description=(
+        "For items of a latent cache, noise the clean latents to a few sigmas, take one model step and score the clean "
+        "prediction on latent frame 0 (the condition frame) and on the other frames as MSE / Var(x0), with the "
+        "clip's own image and with another clip's. reliance = frame-0 error with the wrong image minus with the right "
+        "one (0: the image is ignored). FlashI2V models also report std(phi(z)) against std(z). See "
+        "docs/leakage_benchmark.md."))
+    r.add_argument("--model", nargs="+", required=True, metavar="FOLDER", help="model folder(s) or transformer folder(s)")
+    r.add_argument("--cache", required=True, help="latent cache (`flashi2v data encode`) to take the samples from")
+    r.add_argument("--samples", type=int, default=16, help="cache items, spread evenly (default 16)")
+    r.add_argument("--sigmas", type=float, nargs="+", help="noise levels in (0, 1] (default 0.98 0.9 0.7 0.5 0.3)")
+    r.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    r.add_argument("--json", help="also write the results to this JSON file")
+    r.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    r.set_defaults(func=cmd_reliance)
     return bsub
+
+
+def cmd_reliance(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .reliance import DEFAULT_SIGMAS, reliance_from_cache
+
+    out = {}
+    for folder in args.model:
+        res = reliance_from_cache(folder, args.cache, samples=args.samples, sigmas=args.sigmas or DEFAULT_SIGMAS,
+                                  seed=args.seed, device=args.device)
+        print(f"## {folder}\n{res.table()}\n", flush=True)
+        out[folder] = res.to_dict()
+    if args.json:
+        from ..weights.io import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(out, indent=1))
+    return 0
 
 
 def _help(parser) -> int:

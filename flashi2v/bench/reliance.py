@@ -1,0 +1,147 @@
+"""How much an image-to-video model *uses* its condition image: ``flashi2v bench reliance``.
+
+A sampled video can fail for many reasons; this probe isolates one. For clean training latents x₀ and fixed noise ε
+it builds the noisy state y = σ·ε + (1 − σ)·x₀ at a few σ, asks the model for one velocity v̂ (through its
+paradigm's denoiser, so FlashI2V sees y − φ(z) and its Fourier features, a concat model its condition channels),
+and scores the one-step clean prediction x̂₀ = y − σ·v̂ on latent frame 0 (the condition frame) and on the other
+frames, as MSE / Var(x₀):
+
+* with the **right** image, and
+* with a **wrong** image (the batch's first-frame latents rolled by one: another clip's image, same text and noise).
+
+At high σ almost nothing of x₀ is left in y, so frame 0 can only be predicted from the image. A model that uses its
+image has frame-0 error ≪ 1 with the right image and a large *reliance* (wrong − right); a model that ignores it has
+both near the unconditional error. A copying (leaking) model has frame-0 error ≈ 0 at every σ. For FlashI2V models
+the probe also reports the size of the latent shift, std(φ(z)) against std(z).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+
+from ..errors import CheckpointError, InputError
+from ..flow_matching import sigmas_to_timesteps
+from ..paradigms import paradigm_for
+
+DEFAULT_SIGMAS = (0.98, 0.9, 0.7, 0.5, 0.3)
+
+
+@dataclass
+class RelianceRow:
+    sigma: float
+    frame0: float  # MSE / Var(x0) of the one-step x̂0 on latent frame 0, right image
+    rest: float  # the same on latent frames 1..T-1
+    frame0_wrong: float  # frame 0 with another clip's image
+    rest_wrong: float
+
+    @property
+    def reliance(self) -> float:
+        """How much worse frame 0 gets with a wrong image (0: the image is ignored)."""
+        return self.frame0_wrong - self.frame0
+
+
+@dataclass
+class RelianceResult:
+    model_type: str
+    samples: int
+    latent_var: float
+    rows: list[RelianceRow] = field(default_factory=list)
+    shift_std: float | None = None  # FlashI2V: std of φ(z)
+    latent_std: float | None = None  # std of z
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for r, row in zip(d["rows"], self.rows):
+            r["reliance"] = row.reliance
+        return d
+
+    def table(self) -> str:
+        lines = [f"model type {self.model_type}, {self.samples} samples, Var(x0) {self.latent_var:.3f}"
+                 + (f", std phi(z) {self.shift_std:.3f} vs std z {self.latent_std:.3f}" if self.shift_std is not None
+                    else ""),
+                 "| sigma | frame 0 | frames 1.. | frame 0, wrong image | frames 1.., wrong image | reliance |",
+                 "|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r.sigma:.2f} | {r.frame0:.3f} | {r.rest:.3f} | {r.frame0_wrong:.3f} | "
+                         f"{r.rest_wrong:.3f} | {r.reliance:+.3f} |")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def image_reliance(model, latents: torch.Tensor, first_frame_latents: torch.Tensor, context: torch.Tensor,
+                   sigmas: Sequence[float] = DEFAULT_SIGMAS, seed: int = 0, paradigm=None) -> RelianceResult:
+    """The probe on clean latents [B, C, T, h, w], their first-frame latents [B, C, 1, h, w] and text states
+    [B, L, D] (B ≥ 2: the wrong image is the next sample's). Runs in float32 on the model's device."""
+    if latents.ndim != 5 or latents.shape[2] < 2:
+        raise InputError(f"latents must be [B, C, T, h, w] with T >= 2, got {tuple(latents.shape)}")
+    if latents.shape[0] < 2:
+        raise InputError("the probe needs at least 2 samples (the wrong image is another sample's)")
+    if first_frame_latents.shape != latents[:, :, :1].shape:
+        raise InputError(f"first_frame_latents must be {tuple(latents[:, :, :1].shape)}, "
+                         f"got {tuple(first_frame_latents.shape)}")
+    bad = [s for s in sigmas if not 0.0 < float(s) <= 1.0]
+    if bad or not sigmas:
+        raise InputError(f"sigmas must be in (0, 1], got {list(sigmas)}")
+    paradigm = paradigm or paradigm_for(model)
+    if not paradigm.uses_image:
+        raise InputError(f"a {paradigm.model_type} model has no image condition to probe")
+    dev = next(model.parameters()).device
+    x0 = latents.float().to(dev)
+    z = first_frame_latents.float().to(dev)
+    ctx = context.to(dev, next(model.parameters()).dtype)
+    b, t = x0.shape[0], x0.shape[2]
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(dev)
+    var = float(x0.var())
+    right = paradigm.denoiser(model, z, t)
+    wrong = paradigm.denoiser(model, z.roll(1, dims=0), t)
+    result = RelianceResult(paradigm.model_type, b, var)
+    if hasattr(model, "project_first_frame"):
+        result.shift_std, result.latent_std = float(model.project_first_frame(z).std()), float(z.std())
+    for s in sigmas:
+        sig = torch.full((b,), float(s), device=dev)
+        y = s * eps + (1 - s) * x0
+        errs = []
+        for den in (right, wrong):
+            x0_hat = y - s * den(y, sigmas_to_timesteps(sig), ctx).float()
+            e = (x0_hat - x0).pow(2)
+            errs += [float(e[:, :, 0].mean()) / var, float(e[:, :, 1:].mean()) / var]
+        result.rows.append(RelianceRow(float(s), errs[0], errs[1], errs[2], errs[3]))
+    return result
+
+
+def reliance_from_cache(model_folder, cache_dir, samples: int = 16, sigmas: Sequence[float] = DEFAULT_SIGMAS,
+                        seed: int = 0, device: str = "cpu") -> RelianceResult:
+    """The probe for a model folder on ``samples`` items of a latent cache (``flashi2v data encode``), spread evenly
+    over the cache (the same items for every model)."""
+    from ..data.latent_cache import LatentCacheDataset
+    from ..weights.transformer import load_transformer
+    from pathlib import Path
+
+    folder = Path(model_folder)
+    src = folder / "transformer" if (folder / "model_index.json").is_file() else folder
+    if not src.exists():
+        raise InputError(f"{folder} is not a model folder or transformer folder")
+    try:
+        model, _ = load_transformer(src, device=device, dtype=torch.float32)
+    except CheckpointError as e:
+        raise InputError(str(e)) from None
+    model.eval()
+    ds = LatentCacheDataset(cache_dir)
+    if samples < 2:
+        raise InputError(f"--samples must be at least 2, got {samples}")
+    n = min(samples, len(ds))
+    if n < 2:
+        raise InputError(f"{cache_dir} has {len(ds)} sample(s); the probe needs at least 2")
+    items = [ds[int(i * len(ds) / n)] for i in range(n)]
+    text_len = model.config.text_len
+    if items[0]["text_emb"].shape[-1] != model.config.text_dim:
+        raise InputError(f"{cache_dir} holds {items[0]['text_emb'].shape[-1]}-d text states but the model expects "
+                         f"{model.config.text_dim}-d; use a cache encoded with this model's text encoder")
+    ctx = torch.stack([it["text_emb"][:text_len] for it in items]).float()
+    if ctx.shape[1] < text_len:
+        ctx = torch.cat([ctx, ctx.new_zeros(n, text_len - ctx.shape[1], ctx.shape[2])], dim=1)
+    return image_reliance(model, torch.stack([it["latents"] for it in items]),
+                          torch.stack([it["first_frame_latents"] for it in items]), ctx, sigmas, seed)

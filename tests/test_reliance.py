@@ -1,0 +1,80 @@
+"""The image-reliance probe (`flashi2v bench reliance`) on constructed models with known answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flashi2v import FlashI2VTransformer, TransformerConfig
+from flashi2v.bench.reliance import image_reliance
+from flashi2v.errors import InputError
+from flashi2v.paradigms import paradigm_for
+
+TINY = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=1, text_dim=16, text_len=8, freq_dim=32)
+
+
+def data(b=4, t=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(b, 16, t, 8, 8, generator=g)
+    return x0, x0[:, :, :1].clone(), torch.randn(b, 8, 16, generator=g)
+
+
+class CopyingConcatModel(torch.nn.Module):
+    """A perfect 'leaker' for the mask-concat paradigm: x̂0 = the condition image on frame 0, zeros elsewhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, context):
+        y, image = x[:, :16], x[:, 20:]  # [state (16), mask (4), image latent padded over time (16)]
+        s = (t.float() / 1000).view(-1, 1, 1, 1, 1)
+        return (y - image) / s  # so that y - s * v = image
+
+
+def test_fresh_flashi2v_ignores_the_image_exactly():
+    torch.manual_seed(0)
+    model = FlashI2VTransformer(TransformerConfig(**TINY)).eval()  # zero-initialised φ and Fourier output convs
+    res = image_reliance(model, *data(), sigmas=(0.9, 0.5))
+    assert res.model_type == "flashi2v" and res.shift_std == 0.0 and res.latent_std > 0.5
+    for row in res.rows:
+        assert row.frame0_wrong == row.frame0 and row.rest_wrong == row.rest and row.reliance == 0.0
+    assert [r.sigma for r in res.rows] == [0.9, 0.5]
+    assert "| 0.90 |" in res.table() and res.to_dict()["rows"][0]["reliance"] == 0.0
+
+
+def test_copying_model_has_zero_frame0_error_and_known_reliance():
+    x0, z, ctx = data()
+    res = image_reliance(CopyingConcatModel(), x0, z, ctx, sigmas=(0.98, 0.3), paradigm=paradigm_for("i2v-concat-mask"))
+    var = x0.var().item()
+    wrong = (z.roll(1, dims=0) - z).pow(2).mean().item() / var
+    rest = x0[:, :, 1:].pow(2).mean().item() / var  # x̂0 = 0 on frames 1..
+    for row in res.rows:
+        assert row.frame0 == pytest.approx(0.0, abs=1e-6)
+        assert row.frame0_wrong == pytest.approx(wrong, rel=1e-5) and row.reliance == pytest.approx(wrong, rel=1e-5)
+        assert row.rest == pytest.approx(rest, rel=1e-5) and row.rest_wrong == pytest.approx(rest, rel=1e-5)
+    assert res.shift_std is None
+
+
+def test_trained_branches_make_the_probe_see_the_image():
+    torch.manual_seed(0)
+    model = FlashI2VTransformer(TransformerConfig(**TINY)).eval()
+    model.init_condition_branches_xavier()
+    res = image_reliance(model, *data())
+    assert res.shift_std > 0.1 and all(abs(r.reliance) > 0 for r in res.rows)
+
+
+def test_bad_inputs_are_one_line_errors():
+    model = FlashI2VTransformer(TransformerConfig(**TINY)).eval()
+    x0, z, ctx = data()
+    with pytest.raises(InputError, match="at least 2 samples"):
+        image_reliance(model, x0[:1], z[:1], ctx[:1])
+    with pytest.raises(InputError, match="sigmas must be in"):
+        image_reliance(model, x0, z, ctx, sigmas=(0.0,))
+    with pytest.raises(InputError, match="first_frame_latents must be"):
+        image_reliance(model, x0, z[:, :, :, :4], ctx)
+    t2v = TransformerConfig(**TINY, model_type="t2v")
+    from flashi2v.models.flashi2v import build_transformer
+
+    with pytest.raises(InputError, match="no image condition"):
+        image_reliance(build_transformer(t2v), x0, z, ctx)

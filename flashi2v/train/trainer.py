@@ -96,7 +96,7 @@ def param_groups(model: torch.nn.Module, lr: float, multipliers: dict | None) ->
         groups[key].append(q)
     empty = [k for k in order if not groups[k]]
     if empty:
-        raise ConfigError(f"optim.lr_multipliers: no trainable parameter is named {', '.join(map(repr, empty))}...; "
+        raise ConfigError(f"optim.lr_multipliers: no trainable parameter's name starts with {', '.join(map(repr, empty))}; "
                           "use module names of the model (e.g. learnable_proj, fourier_embedding, blocks.0)")
     out = [dict(params=groups[None], lr=lr)] if groups[None] else []
     out += [dict(params=groups[k], lr=lr * float(multipliers[k])) for k in order]

@@ -18,6 +18,7 @@ the probe also reports the size of the latent shift, std(φ(z)) against std(z).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -115,11 +116,13 @@ def image_reliance(model, latents: torch.Tensor, first_frame_latents: torch.Tens
 def reliance_from_cache(model_folder, cache_dir, samples: int = 16, sigmas: Sequence[float] = DEFAULT_SIGMAS,
                         seed: int = 0, device: str = "cpu") -> RelianceResult:
     """The probe for a model folder on ``samples`` items of a latent cache (``flashi2v data encode``), spread evenly
-    over the cache (the same items for every model)."""
-    from ..data.latent_cache import LatentCacheDataset
+    over the cache (the same items for every model). The batch is built like the trainer's (text states fitted to
+    the model's ``text_len``, a cache of another ``text_dim`` refused)."""
+    from ..train.data import LatentCacheSource
     from ..weights.transformer import load_transformer
-    from pathlib import Path
 
+    if samples < 2:
+        raise InputError(f"--samples must be at least 2, got {samples}")
     folder = Path(model_folder)
     src = folder / "transformer" if (folder / "model_index.json").is_file() else folder
     if not src.exists():
@@ -128,20 +131,9 @@ def reliance_from_cache(model_folder, cache_dir, samples: int = 16, sigmas: Sequ
         model, _ = load_transformer(src, device=device, dtype=torch.float32)
     except CheckpointError as e:
         raise InputError(str(e)) from None
-    model.eval()
-    ds = LatentCacheDataset(cache_dir)
-    if samples < 2:
-        raise InputError(f"--samples must be at least 2, got {samples}")
-    n = min(samples, len(ds))
+    source = LatentCacheSource(cache_dir, model.config.text_len, model.config.text_dim)
+    n = min(samples, source.num_samples)
     if n < 2:
-        raise InputError(f"{cache_dir} has {len(ds)} sample(s); the probe needs at least 2")
-    items = [ds[int(i * len(ds) / n)] for i in range(n)]
-    text_len = model.config.text_len
-    if items[0]["text_emb"].shape[-1] != model.config.text_dim:
-        raise InputError(f"{cache_dir} holds {items[0]['text_emb'].shape[-1]}-d text states but the model expects "
-                         f"{model.config.text_dim}-d; use a cache encoded with this model's text encoder")
-    ctx = torch.stack([it["text_emb"][:text_len] for it in items]).float()
-    if ctx.shape[1] < text_len:
-        ctx = torch.cat([ctx, ctx.new_zeros(n, text_len - ctx.shape[1], ctx.shape[2])], dim=1)
-    return image_reliance(model, torch.stack([it["latents"] for it in items]),
-                          torch.stack([it["first_frame_latents"] for it in items]), ctx, sigmas, seed)
+        raise InputError(f"{cache_dir} has {source.num_samples} sample(s); the probe needs at least 2")
+    batch = source.batch([int(i * source.num_samples / n) for i in range(n)], torch.device("cpu"))
+    return image_reliance(model, batch.latents, batch.first_frame_latents, batch.text_emb, sigmas, seed)

@@ -46,6 +46,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--shift", type=float)
     p.add_argument("--guidance", type=float, dest="guidance_scale")
     p.add_argument("--cutoff-ratio", type=float)
+    p.add_argument("--anchor-first-frame", action="store_const", const=True, default=None,
+                   help="pin latent frame 0 to the image while sampling, so the first frame is the image's VAE round "
+                   "trip (replacement sampling; not part of FlashI2V, off by default)")
     p.add_argument("--seed", type=int, default=1024)
     p.add_argument("--batch", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
     p.add_argument("--fps", type=int, help="output frame rate (default: the model's, 16)")
@@ -123,7 +126,7 @@ def cmd_generate(args) -> int:
         prompts, images = [args.prompt], ([args.image] if args.image else None)
 
     options = {k: getattr(args, k) for k in ("num_frames", "height", "width", "num_steps", "shift", "guidance_scale",
-                                             "cutoff_ratio", "negative_prompt")}
+                                             "cutoff_ratio", "negative_prompt", "anchor_first_frame")}
     fps = args.fps or pipe.defaults.fps
     if layout is not None:
         return _generate_distributed(args, pipe, layout, prompts, images, options, fps, batch_mode, start)

@@ -31,7 +31,7 @@ from .flow_matching import inference_sigmas
 from .models import WanTransformer
 from .paradigms import paradigm_for
 from .precision import resolve_dtype
-from .samplers import sample_euler
+from .samplers import first_frame_anchor, sample_euler
 from .text import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
 from .vae import WanVAE
 from .weights import load_transformer, save_transformer
@@ -53,6 +53,7 @@ class GenerationDefaults:
     guidance_scale: float = 5.0
     cutoff_ratio: float = 0.1  # flashi2v only
     image_noise_sigma: float = 0.0  # i2v-concat-noise only: the fixed σ_aug of the image latent at inference
+    anchor_first_frame: bool = False  # pin latent frame 0 to the image while sampling (samplers.first_frame_anchor)
     fps: int = 16
     negative_prompt: str = WAN_NEGATIVE_PROMPT
 
@@ -252,6 +253,7 @@ class FlashI2VPipeline:
         guidance_scale: float | None = None,
         cutoff_ratio: float | None = None,
         image_noise_sigma: float | None = None,
+        anchor_first_frame: bool | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         batch: int = 1,
@@ -265,6 +267,10 @@ class FlashI2VPipeline:
         height x width (multiples of 16) near height*width pixels with the image's aspect ratio.
         ``cutoff_ratio`` applies to FlashI2V models, ``image_noise_sigma`` (σ_aug of the image latent, default 0) to
         ``i2v-concat-noise`` models; the augmentation noise of sample i is drawn from seed + i (or ``generator``).
+        ``anchor_first_frame`` pins latent frame 0 to the image's latent during sampling
+        (:func:`~flashi2v.samplers.first_frame_anchor`; image-to-video models only): the first frame is then the
+        VAE's round trip of the image whatever the model makes of it. Off by default: FlashI2V's own first frame
+        comes from the model.
         """
         d = self.defaults
         num_frames = check_num_frames(d.num_frames if num_frames is None else num_frames)
@@ -274,6 +280,7 @@ class FlashI2VPipeline:
         guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
         cutoff_ratio = d.cutoff_ratio if cutoff_ratio is None else cutoff_ratio
         image_noise_sigma = d.image_noise_sigma if image_noise_sigma is None else image_noise_sigma
+        anchor_first_frame = d.anchor_first_frame if anchor_first_frame is None else bool(anchor_first_frame)
         negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
         if not isinstance(num_steps, int) or num_steps < 1:
             raise InputError(f"num_steps must be a positive integer, got {num_steps}")
@@ -298,6 +305,8 @@ class FlashI2VPipeline:
                 raise InputError(f"got {len(images)} images for {len(prompts)} prompts; pass one image per prompt")
         elif image is not None:
             raise InputError("this is a text-to-video model (Wan2.1-T2V): it takes no image")
+        elif anchor_first_frame:
+            raise InputError("anchor_first_frame needs an image-to-video model: this is text-to-video (Wan2.1-T2V)")
 
         if keep_aspect and images is not None:
             from .media import fit_resolution, load_image
@@ -334,7 +343,9 @@ class FlashI2VPipeline:
         else:
             model = paradigm.denoiser(self.transformer, None, t_lat)
         sigmas = inference_sigmas(num_steps, shift, device=self.device)
-        latents = sample_euler(model, noise, sigmas, context, negative, guidance_scale, progress=progress)
+        constraint = first_frame_anchor(z, noise) if anchor_first_frame else None
+        latents = sample_euler(model, noise, sigmas, context, negative, guidance_scale, progress=progress,
+                               constraint=constraint)
         with self._vae_on_device():
             video = self.vae.decode(latents.to(self.vae.device))
         from .media import to_uint8_frames

@@ -52,10 +52,12 @@ def sample_euler(
     batched_cfg: bool = True,
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
+    constraint: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Integrate dx/dσ = v from sigmas[0] (noise) to sigmas[-1] (data) with Euler steps.
 
-    x: initial state (noise) [B, C, T, h, w]; sigmas: [N + 1] decreasing. ``callback`` receives a dict with
+    x: initial state (noise) [B, C, T, h, w]; sigmas: [N + 1] decreasing. ``constraint(x_next, sigma_next)``, when
+    given, replaces every new state (e.g. :func:`first_frame_anchor`). ``callback`` receives a dict with
     ``i, sigma, sigma_next, x (state before the step), velocity, x_next`` after each step. Returns the float32 state.
     """
     x = x.float()
@@ -65,7 +67,29 @@ def sample_euler(
         t = sigmas_to_timesteps(sigmas[i]).expand(b)
         v = guided_velocity(model, x, t, context, negative_context, guidance_scale, batched_cfg)
         x_next = x + v * (sigmas[i + 1] - sigmas[i])
+        if constraint is not None:
+            x_next = constraint(x_next, sigmas[i + 1])
         if callback is not None:
             callback(dict(i=i, sigma=sigmas[i], sigma_next=sigmas[i + 1], x=x, velocity=v, x_next=x_next))
         x = x_next
     return x
+
+
+def first_frame_anchor(z: torch.Tensor, noise: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A ``constraint`` for :func:`sample_euler` that pins latent frame 0 to the condition image (replacement
+    sampling, as Wan2.2's TI2V model does for its first frame): after every step frame 0 of the state is set to
+    ``σ·ε₀ + (1 − σ)·z``, the point of the straight flow-matching path from its own initial noise ``ε₀`` to the clean
+    image latent ``z`` [B, C, 1, h, w]. Frame 0 at each step is then exactly what training showed the model at that
+    σ, and the last state's frame 0 is ``z``: the video's first frame is the VAE round trip of the image. The other
+    frames are still the model's. This is a sampling-time constraint, not part of FlashI2V (whose first frame comes
+    from the model alone)."""
+    if z.dim() != 5 or z.shape[2] != 1 or z.shape[:2] != noise.shape[:2] or z.shape[3:] != noise.shape[3:]:
+        raise ValueError(f"z must be [B, C, 1, h, w] matching the noise {tuple(noise.shape)}, got {tuple(z.shape)}")
+    eps0, z = noise[:, :, :1].float(), z.float()
+
+    def apply(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        x[:, :, :1] = sigma * eps0 + (1.0 - sigma) * z
+        return x
+
+    return apply

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from flashi2v.bench.leakage import (EVAL_SPLITS, PARADIGMS, REFERENCES, EvalSettings, GenerationSettings,
-                                    LeakageConfig, clip_reference, evaluate_clip, evaluate_model, load_eval_clips,
-                                    oracle_model, run_leakage, static_model, track_object)
+                                    LeakageConfig, attach_ceiling, ceiling_model, clip_reference, evaluate_clip,
+                                    evaluate_model, load_eval_clips, oracle_model, run_leakage, static_model,
+                                    track_object)
 from flashi2v.errors import InputError
 
 
@@ -94,8 +95,8 @@ def test_static_baseline_equals_metric_on_repeated_first_frame(world_clips):
             assert o["trackable"] == ref["trackable"]
             if not ref["trackable"]:
                 continue
-            te = trajectory_error(track_object(repeated, obj, gains, settings, ref["gt_centroids"][0]),
-                                  ref["gt_centroids"], miss_penalty=diag)
+            te = trajectory_error(track_object(repeated, obj, gains, settings, ref["gt_centroids"][0],
+                                               ref["track_tol"]), ref["gt_centroids"], miss_penalty=diag)
             assert o["traj_error"] == pytest.approx(te.penalised) == pytest.approx(o["static_traj_error"])
             if "direction_agrees" in o:
                 assert o["direction_reason"] in ("too_small", "not_tracked")
@@ -103,6 +104,61 @@ def test_static_baseline_equals_metric_on_repeated_first_frame(world_clips):
     rev = evaluate_model(lambda cs: [c.frames[::-1].copy() for c in cs], world_clips, settings).summary
     assert rev["direction_rate"] == 0.0 and rev["traj_error"] > s["traj_error"] * 0.5
     assert rev["first_frame_psnr"] < 40.0
+
+
+def test_per_object_tolerance_finds_recoloured_objects(world_clips):
+    """A decoder shifts colours: every pixel +35 per channel (RGB distance 60.6 > the base tolerance 40). With one
+    fixed tolerance the objects are lost; with the per-object tolerance (the widest that works on the ground truth)
+    the objects that allow it are found where they are."""
+    fixed = EvalSettings(dynamic_method="none", track_tol_max=40.0)
+    adaptive = EvalSettings(dynamic_method="none")
+    assert adaptive.track_tols() == [100.0, 80.0, 60.0, 40.0] and fixed.track_tols() == [40.0]
+
+    def shifted(cs):
+        return [np.clip(c.frames.astype(np.int16) + 35, 0, 255).astype(np.uint8) for c in cs]
+
+    f = evaluate_model(shifted, world_clips, fixed)
+    a = evaluate_model(shifted, world_clips, adaptive)
+    assert f.summary["miss_rate"] > 0.3
+    wide = [o for r in a.records for o in r["objects"] if o["trackable"] and o["track_tol"] >= 80]
+    assert wide and all(o["miss_rate"] == 0.0 and o["traj_error"] < 2.0 for o in wide)
+    assert a.summary["miss_rate"] < f.summary["miss_rate"]
+    # the ground truth is still perfect, and a wider tolerance never loses an object that the fixed one tracked
+    o = evaluate_model(oracle_model, world_clips, adaptive).summary
+    assert o["traj_error"] < 1.0 and o["direction_rate"] == 1.0
+    for clip in world_clips:
+        for r_f, r_a in zip(clip_reference(clip, fixed), clip_reference(clip, adaptive)):
+            assert r_a["trackable"] or not r_f["trackable"]
+    with pytest.raises(InputError, match="track_tol_max"):
+        EvalSettings(track_tol_max=20.0)
+
+
+def test_ceiling_limits_objects_to_those_the_decoder_keeps(world_root):
+    """With a ceiling video (normally the VAE round trip), an object is trackable only if it is also tracked in the
+    ceiling; every model is then scored on the same objects. A frozen video as ceiling keeps only objects that
+    hardly move."""
+    clips = load_eval_clips(world_root)
+    settings = EvalSettings(dynamic_method="none")
+    free = [r["trackable"] for c in clips for r in clip_reference(c, settings)]
+    with pytest.raises(InputError, match="attach_ceiling"):
+        ceiling_model(clips)
+    with pytest.raises(InputError, match="videos for"):
+        attach_ceiling(clips, lambda cs: cs[:1])
+    videos = attach_ceiling(clips, static_model)
+    assert all(np.array_equal(v, c.image[None].repeat(c.num_frames, 0)) for v, c in zip(videos, clips))
+    refs = [r for c in clips for r in clip_reference(c, settings)]  # recomputed: attach_ceiling cleared the cache
+    capped = [r["trackable"] for r in refs]
+    assert sum(capped) < sum(free) and all(f or not c for f, c in zip(free, capped))
+    side = min(clips[0].size)
+    for r in refs:
+        if r["trackable"]:
+            assert r["ceiling_track_error"] <= settings.trackable_error_frac * side
+    # the ceiling model scores like the static baseline, on the same (few) objects; the oracle stays perfect
+    c_ev = evaluate_model(ceiling_model, clips, settings).summary
+    s_ev = evaluate_model(static_model, clips, settings).summary
+    assert c_ev["n_trackable"] == s_ev["n_trackable"] == sum(capped)
+    assert c_ev["traj_error"] == pytest.approx(s_ev["traj_error"])
+    assert evaluate_model(oracle_model, clips, settings).summary["miss_rate"] in (0.0, None)
 
 
 # ------------------------------------------------------------------------------------------- the whole thing

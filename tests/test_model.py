@@ -188,3 +188,31 @@ def test_top_level_api_is_light_and_complete():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["flashi2v.vae", "flashi2v.pipeline"]
+
+
+def test_first_frame_anchor_follows_the_straight_path():
+    """The anchor constraint keeps state frame 0 at sigma*eps0 + (1 - sigma)*z after every step, whatever the model
+    says, and ends on z; the other frames are left to the integrator."""
+    from flashi2v.samplers import first_frame_anchor
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, 4, 3, 2, 2, generator=g)
+    z = torch.randn(2, 4, 1, 2, 2, generator=g)
+    sigmas = torch.tensor([1.0, 0.7, 0.3, 0.0])
+
+    def model(x, t, ctx):  # an arbitrary velocity field
+        return torch.sin(x) + t[:, None, None, None, None] / 1000
+
+    seen = []
+    out = sample_euler(model, noise, sigmas, torch.zeros(2, 1, 1), guidance_scale=1.0, progress=False,
+                       constraint=first_frame_anchor(z, noise), callback=lambda d: seen.append(d))
+    for d in seen:
+        torch.testing.assert_close(d["x_next"][:, :, :1], d["sigma_next"] * noise[:, :, :1] + (1 - d["sigma_next"]) * z)
+    torch.testing.assert_close(out[:, :, :1], z)
+    free = sample_euler(model, noise, sigmas, torch.zeros(2, 1, 1), guidance_scale=1.0, progress=False)
+    assert not torch.allclose(free[:, :, :1], z)
+    # frame 1.. of the first step are the unconstrained Euler step
+    torch.testing.assert_close(seen[0]["x_next"][:, :, 1:], (noise + model(noise, torch.full((2,), 1000.0), None)
+                                                             * (0.7 - 1.0))[:, :, 1:])
+    with pytest.raises(ValueError, match="must be"):
+        first_frame_anchor(z[:, :, :1, :1], noise)

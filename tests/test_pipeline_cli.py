@@ -101,6 +101,31 @@ def test_pipeline_options_and_errors(model_dir, image):
         pipe("/nonexistent.png", "x", progress=False)
 
 
+def test_anchor_first_frame_pins_latent_frame_zero(model_dir, t2v_dir, image, tmp_path):
+    """Replacement sampling: with anchor_first_frame the final latent frame 0 is the image latent itself and the
+    first decoded frame is the VAE round trip of the image; the other frames still come from the model."""
+    from flashi2v import InputError
+
+    pipe = FlashI2VPipeline.from_pretrained(model_dir, device="cpu")
+    free = pipe(image, "an astronaut waves", seed=3, progress=False)
+    pinned = pipe(image, "an astronaut waves", seed=3, progress=False, anchor_first_frame=True)
+    z = pipe.encode_images([image], DEFAULTS.height, DEFAULTS.width)
+    torch.testing.assert_close(pinned.latents[:, :, :1], z, atol=1e-6, rtol=0)
+    assert (free.latents[:, :, :1] - z).abs().max() > 0.1  # the random model alone does not get there
+    assert not torch.equal(pinned.latents[:, :, 1:], free.latents[:, :, 1:])  # later frames see the pinned one
+    with torch.no_grad():
+        roundtrip = pipe.vae.decode(z)
+    from flashi2v.media import to_uint8_frames
+
+    assert torch.equal(pinned.frames[:, 0], to_uint8_frames(roundtrip.float())[:, 0])
+    # the CLI flag reaches the pipeline; a text-to-video model refuses it
+    out = tmp_path / "a.mp4"
+    assert main(["generate", "--model", str(model_dir), "--image", str(image), "--prompt", "an astronaut waves",
+                 "--seed", "3", "--output", str(out), "--quiet", "--anchor-first-frame"]) == 0
+    with pytest.raises(InputError, match="image-to-video"):
+        FlashI2VPipeline.from_pretrained(t2v_dir, device="cpu")(None, "x", progress=False, anchor_first_frame=True)
+
+
 def test_cli_generate_mp4(model_dir, image, tmp_path, capsys):
     from flashi2v.media import read_video
 

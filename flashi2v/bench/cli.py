@@ -77,12 +77,19 @@ def register(subparsers):
     e.add_argument("--sample-seed", type=int, help="noise seed of clip 0; clip i uses seed + i (default 0)")
     e.add_argument("--negative-prompt", help="negative prompt (default: the empty prompt)")
     e.add_argument("--gen-batch", type=int, help="clips generated per pipeline call (default 1)")
+    e.add_argument("--anchor-first-frame", action="store_const", const=True, default=None,
+                   help="pin latent frame 0 to the image while sampling (default: the folder's, off)")
     e.add_argument("--chunks", type=int, help="temporal chunks (default 4)")
     e.add_argument("--include-first", action="store_true", help="score frame 0 (the condition frame) in the first "
                    "chunk and the clip means too (default: it is scored only by the first-frame PSNR)")
     e.add_argument("--flow", choices=["tvl1", "ilk", "none"], help="optical flow of the dynamic degree (default "
                    "tvl1; none skips it)")
     e.add_argument("--references", nargs="*", choices=REFERENCES, help="reference rows (default all three)")
+    e.add_argument("--no-ceiling", action="store_true", help="score trajectories on every object tracked in the "
+                   "ground truth, also those the VAE's round trip loses (default: only objects the round trip keeps "
+                   "trackable)")
+    e.add_argument("--track-tol-max", type=float, help="widest per-object colour tolerance of the tracker, RGB "
+                   "0..255 (default 100; 40 gives the fixed tolerance)")
     e.add_argument("--save-videos", type=int, help="MP4s kept per model and split (default 2)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, help="torch CPU threads during the run (default: unchanged; 1 is often "
@@ -188,7 +195,8 @@ def config_from_args(args):
     over["architecture"] = arch
     gen = {}
     for a, f in (("sample_steps", "num_steps"), ("guidance", "guidance_scale"), ("shift", "shift"),
-                 ("sample_seed", "seed"), ("negative_prompt", "negative_prompt"), ("gen_batch", "batch_size")):
+                 ("sample_seed", "seed"), ("negative_prompt", "negative_prompt"), ("gen_batch", "batch_size"),
+                 ("anchor_first_frame", "anchor_first_frame")):
         v = getattr(args, a)
         if v is not None:
             gen[f] = v
@@ -201,6 +209,10 @@ def config_from_args(args):
         ev["skip_first"] = False
     if args.flow is not None:
         ev["dynamic_method"] = args.flow
+    if args.track_tol_max is not None:
+        ev["track_tol_max"] = args.track_tol_max
+    if args.no_ceiling:
+        over["ceiling"] = False
     if ev:
         over["settings"] = dataclasses.replace(cfg.settings, **ev)
     return dataclasses.replace(cfg, **over)

@@ -201,20 +201,24 @@ class Recipe:
         log(f"package: wrote {self.package_dir} ({size / 2**20:.1f} MiB); logs in {logs}")
 
     def evaluate(self, folder: str | os.PathLike | None = None, limit: int | None = None) -> dict:
-        from ..bench.leakage import (EvalSettings, GenerationSettings, evaluate_model, load_eval_clips, static_model,
-                                     vae_roundtrip_model)
+        from ..bench.leakage import (EvalSettings, GenerationSettings, attach_ceiling, ceiling_model, evaluate_model,
+                                     load_eval_clips, static_model, vae_roundtrip_model)
         from ..pipeline import FlashI2VPipeline
 
         folder = Path(folder or self.package_dir)
         clips = load_eval_clips(self.data / "test", limit=limit)
         settings = EvalSettings()
         pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
+        # trajectories are scored on the objects that the model's own (fp32) VAE keeps trackable: the round trip of
+        # the ground truth is the ceiling of every video this VAE decodes (see bench.leakage.attach_ceiling)
+        attach_ceiling(clips, vae_roundtrip_model(pipe.vae))
         gen = GenerationSettings(num_steps=None, negative_prompt=None, batch_size=4)  # the folder's defaults
         if self.workers > 1 and len(clips) > 1:
-            model = _evaluate_in_parallel(pipe, folder, self.data / "test", limit, settings, gen, self.workers)
+            model = _evaluate_in_parallel(pipe, folder, clips, self.data / "test", limit, settings, gen,
+                                          self.workers)
         else:
             model = evaluate_model(pipe, clips, settings, generation=gen, log=log)
-        vae_ev = evaluate_model(vae_roundtrip_model(pipe.vae), clips, settings)  # the same fp32 VAE
+        vae_ev = evaluate_model(ceiling_model, clips, settings)  # the round trip above
         static = evaluate_model(static_model, clips, settings)
         m, v, s = model.summary, vae_ev.summary, static.summary
         bars = dict(
@@ -223,7 +227,9 @@ class Recipe:
             traj_error=m["traj_error"], static_traj_error=s["traj_error"],
             traj_ok=bool(m["traj_error"] is not None and m["traj_error"] < 0.5 * s["traj_error"]),
             direction_rate=m["direction_rate"], direction_ok=bool((m["direction_rate"] or 0.0) >= 0.8),
-            n_clips=len(clips), seconds_per_clip=model.seconds / len(clips))
+            vae_traj_error=v["traj_error"], vae_direction_rate=v["direction_rate"], n_objects=m["n_objects"],
+            n_trackable=m["n_trackable"], n_direction=m["n_direction"], n_clips=len(clips),
+            seconds_per_clip=model.seconds / len(clips))
         out = dict(bars=bars, model=m, vae=v, static=static.summary, generation=model.generation,
                    model_folder=str(folder))
         from ..weights.io import atomic_write_text
@@ -233,22 +239,26 @@ class Recipe:
         return out
 
 
-def _evaluate_part(folder: str, test_dir: str, limit: int | None, settings, gen, part: int, parts: int) -> list:
-    """Worker of :func:`_evaluate_in_parallel`: generate and score every ``parts``-th clip from ``part`` (1 thread)."""
+def _evaluate_part(folder: str, test_dir: str, limit: int | None, settings, gen, part: int, parts: int,
+                   ceilings: list) -> list:
+    """Worker of :func:`_evaluate_in_parallel`: generate and score every ``parts``-th clip from ``part`` (1 thread),
+    with the parent's ceiling videos of those clips."""
     import torch
 
-    from ..bench.leakage import evaluate_model, load_eval_clips
+    from ..bench.leakage import attach_ceiling, evaluate_model, load_eval_clips
     from ..pipeline import FlashI2VPipeline
 
     torch.set_num_threads(1)
     clips = load_eval_clips(test_dir, limit=limit)[part::parts]
+    attach_ceiling(clips, lambda cs: ceilings)  # the parent's: the same trackable objects
     pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
     return evaluate_model(pipe, clips, settings, generation=gen).records
 
 
-def _evaluate_in_parallel(pipe, folder, test_dir, limit, settings, gen, workers: int):
-    """:func:`flashi2v.bench.evaluate_model` of the model folder ``folder`` (loaded here as ``pipe``) split over
-    ``workers`` processes. Clip ``i`` is sampled with seed ``gen.seed + i`` whichever process makes it, so the videos
+def _evaluate_in_parallel(pipe, folder, clips, test_dir, limit, settings, gen, workers: int):
+    """:func:`flashi2v.bench.evaluate_model` of the model folder ``folder`` (loaded here as ``pipe``) on ``clips``
+    (loaded from ``test_dir`` with ``limit``, ceilings attached) split over ``workers`` processes. Clip ``i`` is
+    sampled with seed ``gen.seed + i`` whichever process makes it, so the videos
     are a serial run's up to the last float bits (batching and thread count differ)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -256,7 +266,8 @@ def _evaluate_in_parallel(pipe, folder, test_dir, limit, settings, gen, workers:
     from ..bench.leakage import ModelEvaluation, PipelineModel, summarize
 
     start = time.perf_counter()
-    args = [(str(folder), str(test_dir), limit, settings, gen, k, workers) for k in range(workers)]
+    args = [(str(folder), str(test_dir), limit, settings, gen, k, workers, [c.ceiling for c in clips[k::workers]])
+            for k in range(workers)]
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
         parts = list(ex.map(_evaluate_part, *zip(*args)))
     records = sorted((r for p in parts for r in p), key=lambda r: r["index"])

@@ -77,17 +77,22 @@ def test_recipe_evaluate_reports_the_quality_bars(toy_recipe):
 def test_recipe_evaluate_in_parallel_equals_serial(toy_recipe):
     """The evaluation split over 2 processes scores the videos a serial run makes (seeds follow the clip; batching
     and thread count change the floats only in the last bits, so a few uint8 pixels may round differently)."""
-    from flashi2v.bench.leakage import EvalSettings, GenerationSettings, evaluate_model, load_eval_clips
+    from flashi2v.bench.leakage import (EvalSettings, GenerationSettings, attach_ceiling, evaluate_model,
+                                        load_eval_clips, vae_roundtrip_model)
     from flashi2v.default_model.recipe import _evaluate_in_parallel
 
     gen = GenerationSettings(num_steps=2, negative_prompt=None, batch_size=4)
     pipe = FlashI2VPipeline.from_pretrained(toy_recipe.package_dir, device="cpu")
-    par = _evaluate_in_parallel(pipe, toy_recipe.package_dir, toy_recipe.data / "test", None, EvalSettings(), gen, 2)
-    serial = evaluate_model(toy_recipe.package_dir, load_eval_clips(toy_recipe.data / "test"), EvalSettings(),
-                            generation=gen)
+    clips = load_eval_clips(toy_recipe.data / "test")
+    attach_ceiling(clips, vae_roundtrip_model(pipe.vae))
+    par = _evaluate_in_parallel(pipe, toy_recipe.package_dir, clips, toy_recipe.data / "test", None, EvalSettings(),
+                                gen, 2)
+    serial = evaluate_model(toy_recipe.package_dir, clips, EvalSettings(), generation=gen)
     assert [r["index"] for r in par.records] == [0, 1]
     for a, b in zip(par.records, serial.records):
         assert a["index"] == b["index"]
+        # the workers got the parent's ceilings: the same objects are trackable
+        assert [o["trackable"] for o in a["objects"]] == [o["trackable"] for o in b["objects"]]
         for k in ("first_frame_psnr", "psnr", "ssim"):
             assert a[k] == pytest.approx(b[k], abs=0.02), k
     assert par.generation == serial.generation

@@ -85,8 +85,7 @@ def test_recipe_evaluate_in_parallel_equals_serial(toy_recipe):
     pipe = FlashI2VPipeline.from_pretrained(toy_recipe.package_dir, device="cpu")
     clips = load_eval_clips(toy_recipe.data / "test")
     attach_ceiling(clips, vae_roundtrip_model(pipe.vae))
-    par = _evaluate_in_parallel(pipe, toy_recipe.package_dir, clips, toy_recipe.data / "test", None, EvalSettings(),
-                                gen, 2)
+    par = _evaluate_in_parallel(pipe, toy_recipe.package_dir, clips, EvalSettings(), gen, 2)
     serial = evaluate_model(toy_recipe.package_dir, clips, EvalSettings(), generation=gen)
     assert [r["index"] for r in par.records] == [0, 1]
     for a, b in zip(par.records, serial.records):

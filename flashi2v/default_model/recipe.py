@@ -214,8 +214,7 @@ class Recipe:
         attach_ceiling(clips, vae_roundtrip_model(pipe.vae))
         gen = GenerationSettings(num_steps=None, negative_prompt=None, batch_size=4)  # the folder's defaults
         if self.workers > 1 and len(clips) > 1:
-            model = _evaluate_in_parallel(pipe, folder, clips, self.data / "test", limit, settings, gen,
-                                          self.workers)
+            model = _evaluate_in_parallel(pipe, folder, clips, settings, gen, self.workers)
         else:
             model = evaluate_model(pipe, clips, settings, generation=gen, log=log)
         vae_ev = evaluate_model(ceiling_model, clips, settings)  # the round trip above
@@ -239,35 +238,31 @@ class Recipe:
         return out
 
 
-def _evaluate_part(folder: str, test_dir: str, limit: int | None, settings, gen, part: int, parts: int,
-                   ceilings: list) -> list:
-    """Worker of :func:`_evaluate_in_parallel`: generate and score every ``parts``-th clip from ``part`` (1 thread),
-    with the parent's ceiling videos of those clips."""
+def _evaluate_part(folder: str, clips: list, settings, gen) -> list:
+    """Worker of :func:`_evaluate_in_parallel`: generate and score ``clips`` (with the parent's ceilings, so the same
+    objects are trackable) on 1 thread."""
     import torch
 
-    from ..bench.leakage import attach_ceiling, evaluate_model, load_eval_clips
+    from ..bench.leakage import evaluate_model
     from ..pipeline import FlashI2VPipeline
 
     torch.set_num_threads(1)
-    clips = load_eval_clips(test_dir, limit=limit)[part::parts]
-    attach_ceiling(clips, lambda cs: ceilings)  # the parent's: the same trackable objects
     pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
     return evaluate_model(pipe, clips, settings, generation=gen).records
 
 
-def _evaluate_in_parallel(pipe, folder, clips, test_dir, limit, settings, gen, workers: int):
+def _evaluate_in_parallel(pipe, folder, clips, settings, gen, workers: int):
     """:func:`flashi2v.bench.evaluate_model` of the model folder ``folder`` (loaded here as ``pipe``) on ``clips``
-    (loaded from ``test_dir`` with ``limit``, ceilings attached) split over ``workers`` processes. Clip ``i`` is
-    sampled with seed ``gen.seed + i`` whichever process makes it, so the videos
-    are a serial run's up to the last float bits (batching and thread count differ)."""
+    (ceilings attached), split over ``workers`` processes that are sent their share of the clips. Clip ``i`` is
+    sampled with seed ``gen.seed + i`` whichever process makes it, so the videos are a serial run's up to the last
+    float bits (batching and thread count differ)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     from ..bench.leakage import ModelEvaluation, PipelineModel, summarize
 
     start = time.perf_counter()
-    args = [(str(folder), str(test_dir), limit, settings, gen, k, workers, [c.ceiling for c in clips[k::workers]])
-            for k in range(workers)]
+    args = [(str(folder), clips[k::workers], settings, gen) for k in range(workers)]
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
         parts = list(ex.map(_evaluate_part, *zip(*args)))
     records = sorted((r for p in parts for r in p), key=lambda r: r["index"])

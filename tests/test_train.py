@@ -295,6 +295,37 @@ def test_export_ema_and_raw(tmp_path):
         export(tmp_path, tmp_path / "x")
 
 
+def test_freeze_keeps_the_named_parameters_through_training_resume_and_export(tmp_path):
+    from flashi2v.train.export import export
+    from flashi2v.weights.transformer import load_transformer
+
+    cfg = tiny_cfg(tmp_path, max_steps=3, **{"ema.decay": 0.5, "model.condition_init": "identity",
+                                             "model.freeze": ["learnable_proj"]})
+    t, hist = run(cfg)
+    assert len(hist) == 3
+    z = torch.randn(2, 16, 1, 8, 8)
+    for weights in ("raw", "ema"):
+        m, _ = load_transformer(export(cfg.output_dir, tmp_path / weights, weights=weights))
+        torch.testing.assert_close(m.project_first_frame(z), z, atol=1e-5, rtol=0)  # φ(z) = z still
+        moved = [n for n, q in m.state_dict().items() if n.startswith("blocks.0.") and n in t.ema.shadow
+                 and not torch.equal(q, build_model_init(tmp_path)[n])]
+        assert moved  # the rest trained
+    assert not any(n.startswith("learnable_proj.") for n in t.ema.shadow)
+    # resuming a frozen run keeps it frozen
+    t2, _ = run(tiny_cfg(tmp_path, max_steps=4, **{"ema.decay": 0.5, "model.condition_init": "identity",
+                                                   "model.freeze": ["learnable_proj"]}))
+    assert t2.step == 4 and not any(q.requires_grad for q in t2.model.learnable_proj.parameters())
+    torch.testing.assert_close(t2.model.project_first_frame(z), z, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="model.freeze: no parameter's name starts with 'learnable_projection'"):
+        run(tiny_cfg(tmp_path / "x", **{"model.freeze": ["learnable_projection"]}))
+
+
+def build_model_init(tmp_path):
+    from flashi2v.train.trainer import build_model
+
+    return build_model(tiny_cfg(tmp_path, **{"model.condition_init": "identity"}), torch.device("cpu")).state_dict()
+
+
 def test_lora_trains_only_adapters_and_merges(tmp_path):
     from flashi2v.models.flashi2v import build_transformer
     from flashi2v.config import TransformerConfig
@@ -434,9 +465,33 @@ def test_condition_init_xavier_gives_the_image_branches_weights_from_scratch(tmp
     same = [n for n, q in zero.state_dict().items()
             if not n.startswith(("learnable_proj.proj.2.weight", "fourier_embedding.1.weight"))]
     assert all(torch.equal(zero.state_dict()[n], xav.state_dict()[n]) for n in same)
-    with pytest.raises(ConfigError, match="condition_init must be zero or xavier"):
+    with pytest.raises(ConfigError, match="condition_init must be zero, xavier or identity"):
         tiny_cfg(tmp_path, **{"model.condition_init": "normal"})
     with pytest.raises(ConfigError, match="only applies to model.init=scratch"):
         tiny_cfg(tmp_path, **{"model.condition_init": "xavier", "model.init": str(tmp_path)})
     with pytest.raises(ConfigError, match="needs a flashi2v model"):
         build_model(tiny_cfg(tmp_path, "t2v", **{"model.condition_init": "xavier"}), torch.device("cpu"))
+
+
+def test_condition_init_identity_starts_with_phi_equal_to_z(tmp_path):
+    from flashi2v.train.trainer import build_model
+
+    zero = build_model(tiny_cfg(tmp_path), torch.device("cpu"))
+    ident = build_model(tiny_cfg(tmp_path, **{"model.condition_init": "identity"}), torch.device("cpu"))
+    z = 3 * torch.randn(2, 16, 1, 8, 8)
+    torch.testing.assert_close(ident.project_first_frame(z), z, atol=1e-5, rtol=0)
+    # frame 0 of the shifted state σ·ε + (1 − σ)·z − φ(z) is then σ·(ε − z): σ times its own velocity target
+    eps, sigma = torch.randn_like(z), 0.3
+    state = sigma * eps + (1 - sigma) * z - ident.project_first_frame(z)
+    torch.testing.assert_close(state, sigma * (eps - z), atol=1e-5, rtol=0)
+    assert ident.fourier_embedding[1].weight.abs().sum() == 0  # the Fourier branch keeps the paper's init
+    # φ still learns: every one of its tensors gets a gradient through the identity
+    ident.project_first_frame(z).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ident.learnable_proj.parameters())
+    # everything outside φ is the same seeded init
+    same = [n for n in zero.state_dict() if not n.startswith("learnable_proj.")]
+    assert all(torch.equal(zero.state_dict()[n], ident.state_dict()[n]) for n in same)
+    with pytest.raises(ConfigError, match="condition_init=identity only applies to model.init=scratch"):
+        tiny_cfg(tmp_path, **{"model.condition_init": "identity", "model.init": str(tmp_path)})
+    with pytest.raises(ConfigError, match="identity needs a flashi2v model"):
+        build_model(tiny_cfg(tmp_path, "t2v", **{"model.condition_init": "identity"}), torch.device("cpu"))

@@ -43,6 +43,24 @@ class LearnableProjection(nn.Module):
         nn.init.zeros_(self.proj[2].weight)
         nn.init.zeros_(self.proj[2].bias)
 
+    @torch.no_grad()
+    def reset_identity(self) -> None:
+        """Initialise φ to the identity, φ(z) = z exactly, using SiLU(a) − SiLU(−a) = a: hidden channels 0..C−1 read +z
+        and C..2C−1 read −z at the kernel centre, and the output conv takes their difference. The remaining hidden
+        channels keep the Xavier input init and a zero output, as in :meth:`reset_parameters`."""
+        w0, w2 = self.proj[0], self.proj[2]
+        c = w2.out_channels
+        if w0.out_channels < 2 * c:
+            raise ValueError(f"an identity φ needs at least {2 * c} hidden channels, got {w0.out_channels}")
+        self.reset_parameters()
+        centre = (slice(None), slice(None)) + tuple(k // 2 for k in w0.kernel_size)
+        eye = torch.eye(c, dtype=w0.weight.dtype, device=w0.weight.device)
+        w0.weight[: 2 * c].zero_()
+        w0.weight[:c][centre] = eye
+        w0.weight[c : 2 * c][centre] = -eye
+        w2.weight[:, :c][centre] = eye
+        w2.weight[:, c : 2 * c][centre] = -eye
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z: clean first-frame latent [B, C, 1, h, w] -> φ(z) [B, C, 1, h, w] in float32."""
         w0, w2 = self.proj[0], self.proj[2]
@@ -101,6 +119,12 @@ class FlashI2VTransformer(WanTransformer):
         paper's zero init exists to start a fine-tune from T2V as exactly T2V). Biases stay zero."""
         xavier_uniform_flat_(self.learnable_proj.proj[2].weight)
         xavier_uniform_flat_(self.fourier_embedding[1].weight)
+
+    def init_condition_branches_identity(self) -> None:
+        """φ(z) = z at step 0 (see :meth:`LearnableProjection.reset_identity`); the Fourier embedding keeps the paper's
+        init. With φ = z the shifted state of latent frame 0 is σ·(ε − z), i.e. σ times its own velocity target, so
+        a model trained from scratch gets the image's low frequencies in a form it can read from the first step."""
+        self.learnable_proj.reset_identity()
 
     def project_first_frame(self, z: torch.Tensor) -> torch.Tensor:
         """φ(z) for the clean first-frame latent z [B, C, 1, h, w] (float32)."""

@@ -87,9 +87,13 @@ class ModelConfig:
     pipeline: Optional[str] = None  # model folder whose vae/ and text_encoder/ are used (raw data, samples, export)
     activation_checkpointing: bool = False
     # FlashI2V's φ and Fourier-embedding output convs: "zero" (the paper's; a FlashI2V initialised from T2V weights
-    # starts as exactly that T2V model) or "xavier" (like every other layer; only for init=scratch, where there is no
-    # T2V model to preserve and a zero branch starts with no image signal at all).
+    # starts as exactly that T2V model), "xavier" (like every other layer) or "identity" (φ(z) = z exactly, Fourier
+    # branch as the paper's). The last two only for init=scratch, where there is no T2V model to preserve and a zero
+    # branch starts with no image signal at all.
     condition_init: str = "zero"
+    # Parameter-name prefixes to keep fixed at their init / loaded values (e.g. [learnable_proj] with
+    # condition_init=identity keeps φ(z) = z). Each prefix must name parameters of the model. Default: none.
+    freeze: Optional[list] = None
 
 
 @dataclass
@@ -262,11 +266,13 @@ class TrainConfig(YAMLConfig):
             raise ConfigError(f"clip.mode must be adaptive, fixed or none, got {self.clip.mode!r}")
         if not 0.0 <= self.ema.decay <= 1.0:
             raise ConfigError(f"ema.decay must be in [0, 1], got {self.ema.decay}")
-        if self.model.condition_init not in ("zero", "xavier"):
-            raise ConfigError(f"model.condition_init must be zero or xavier, got {self.model.condition_init!r}")
+        if self.model.condition_init not in ("zero", "xavier", "identity"):
+            raise ConfigError(
+                f"model.condition_init must be zero, xavier or identity, got {self.model.condition_init!r}"
+            )
         if self.model.condition_init != "zero" and self.model.init != "scratch":
-            raise ConfigError("model.condition_init=xavier only applies to model.init=scratch (a loaded model keeps "
-                              "its weights); remove it or train from scratch")
+            raise ConfigError(f"model.condition_init={self.model.condition_init} only applies to model.init=scratch "
+                              "(a loaded model keeps its weights); remove it or train from scratch")
         if len(self.optim.betas) != 2:
             raise ConfigError(f"optim.betas must have two values, got {self.optim.betas}")
         for prefix, factor in (self.optim.lr_multipliers or {}).items():

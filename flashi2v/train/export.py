@@ -50,6 +50,7 @@ def load_trained_model(run: Path, ckpt: Path, weights: str = "ema"):
 
     from ..models.flashi2v import build_transformer
     from .lora import add_lora, merge_lora
+    from .trainer import freeze
 
     if weights not in ("ema", "raw"):
         raise InputError(f"weights must be 'ema' or 'raw', got {weights!r}")
@@ -58,6 +59,7 @@ def load_trained_model(run: Path, ckpt: Path, weights: str = "ema"):
     model = build_transformer(config, device="cpu")
     if cfg.lora.enabled:
         add_lora(model, cfg.lora)
+    freeze(model, cfg.model.freeze)  # frozen parameters have no EMA: they keep their (raw) values
     state = {"model": model.state_dict()}
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if weights == "ema":

@@ -53,10 +53,13 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
             raise ConfigError(f"model.architecture: {e}") from None
         torch.manual_seed(cfg.seed)
         model = build_transformer(arch, device=device)
-        if m.condition_init == "xavier":
+        if m.condition_init != "zero":
             if not arch.is_flashi2v:
-                raise ConfigError(f"model.condition_init=xavier needs a flashi2v model, got {arch.model_type}")
-            model.init_condition_branches_xavier()
+                raise ConfigError(f"model.condition_init={m.condition_init} needs a flashi2v model, got {arch.model_type}")
+            if m.condition_init == "xavier":
+                model.init_condition_branches_xavier()
+            else:
+                model.init_condition_branches_identity()
         return model
     src = Path(m.init)
     if (src / "model_index.json").is_file():
@@ -103,6 +106,26 @@ def param_groups(model: torch.nn.Module, lr: float, multipliers: dict | None) ->
     return out
 
 
+def freeze(model: torch.nn.Module, prefixes: list | None) -> list[str]:
+    """Turn off gradients for the parameters whose name is, or starts with, one of ``prefixes`` + "."; returns their
+    names. A prefix that matches nothing is a ConfigError, never a silently ignored setting."""
+    prefixes = list(prefixes or [])
+    bad = [p for p in prefixes if not isinstance(p, str) or not p]
+    if bad:
+        raise ConfigError(f"model.freeze must be a list of parameter-name prefixes, got {bad[0]!r}")
+    names = []
+    for p in prefixes:
+        hit = [n for n, _ in model.named_parameters() if n == p or n.startswith(p.rstrip(".") + ".")]
+        if not hit:
+            raise ConfigError(f"model.freeze: no parameter's name starts with {p!r}; use module names of the model "
+                              "(e.g. learnable_proj, fourier_embedding, blocks.0)")
+        names += hit
+    for n, q in model.named_parameters():
+        if n in names:
+            q.requires_grad_(False)
+    return names
+
+
 def count_tokens(config: TransformerConfig, latent_shape) -> int:
     pt, ph, pw = config.patch_size
     _, t, h, w = latent_shape
@@ -137,6 +160,7 @@ class Trainer:
 
         model = build_model(cfg, self.device)
         self.model_config: TransformerConfig = model.config
+        freeze(model, cfg.model.freeze)
         if cfg.lora.enabled:
             from .lora import add_lora
 

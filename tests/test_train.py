@@ -297,6 +297,7 @@ def test_export_ema_and_raw(tmp_path):
 
 def test_freeze_keeps_the_named_parameters_through_training_resume_and_export(tmp_path):
     from flashi2v.train.export import export
+    from flashi2v.train.trainer import build_model
     from flashi2v.weights.transformer import load_transformer
 
     cfg = tiny_cfg(tmp_path, max_steps=3, **{"ema.decay": 0.5, "model.condition_init": "identity",
@@ -304,11 +305,12 @@ def test_freeze_keeps_the_named_parameters_through_training_resume_and_export(tm
     t, hist = run(cfg)
     assert len(hist) == 3
     z = torch.randn(2, 16, 1, 8, 8)
+    init = build_model(tiny_cfg(tmp_path, **{"model.condition_init": "identity"}), torch.device("cpu")).state_dict()
     for weights in ("raw", "ema"):
         m, _ = load_transformer(export(cfg.output_dir, tmp_path / weights, weights=weights))
         torch.testing.assert_close(m.project_first_frame(z), z, atol=1e-5, rtol=0)  # φ(z) = z still
         moved = [n for n, q in m.state_dict().items() if n.startswith("blocks.0.") and n in t.ema.shadow
-                 and not torch.equal(q, build_model_init(tmp_path)[n])]
+                 and not torch.equal(q, init[n])]
         assert moved  # the rest trained
     assert not any(n.startswith("learnable_proj.") for n in t.ema.shadow)
     # resuming a frozen run keeps it frozen
@@ -318,12 +320,9 @@ def test_freeze_keeps_the_named_parameters_through_training_resume_and_export(tm
     torch.testing.assert_close(t2.model.project_first_frame(z), z, atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="model.freeze: no parameter's name starts with 'learnable_projection'"):
         run(tiny_cfg(tmp_path / "x", **{"model.freeze": ["learnable_projection"]}))
-
-
-def build_model_init(tmp_path):
-    from flashi2v.train.trainer import build_model
-
-    return build_model(tiny_cfg(tmp_path, **{"model.condition_init": "identity"}), torch.device("cpu")).state_dict()
+    for bad in ("learnable_proj", [""], [3]):  # a bare string would otherwise be read letter by letter
+        with pytest.raises(ConfigError, match="model.freeze must be a list"):
+            tiny_cfg(tmp_path, **{"model.freeze": bad})
 
 
 def test_lora_trains_only_adapters_and_merges(tmp_path):

@@ -275,6 +275,10 @@ class TrainConfig(YAMLConfig):
                               "(a loaded model keeps its weights); remove it or train from scratch")
         if len(self.optim.betas) != 2:
             raise ConfigError(f"optim.betas must have two values, got {self.optim.betas}")
+        freeze = self.model.freeze
+        if not all(isinstance(q, str) and q for q in freeze or []):  # (that it is a list, the loader checks)
+            raise ConfigError(f"model.freeze must be a list of parameter-name prefixes (e.g. [learnable_proj]), "
+                              f"got {freeze!r}")
         for prefix, factor in (self.optim.lr_multipliers or {}).items():
             if not isinstance(prefix, str) or not prefix:
                 raise ConfigError(f"optim.lr_multipliers keys must be parameter-name prefixes, got {prefix!r}")

@@ -57,9 +57,9 @@ def load_trained_model(run: Path, ckpt: Path, weights: str = "ema"):
     cfg = TrainConfig.from_yaml(run / "config.yaml")
     config = TransformerConfig.from_dict(read_json_object(run / MODEL_CONFIG_NAME))
     model = build_transformer(config, device="cpu")
+    freeze(model, cfg.model.freeze)  # as the trainer does; frozen parameters have no EMA and keep their raw values
     if cfg.lora.enabled:
         add_lora(model, cfg.lora)
-    freeze(model, cfg.model.freeze)  # frozen parameters have no EMA: they keep their (raw) values
     state = {"model": model.state_dict()}
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if weights == "ema":

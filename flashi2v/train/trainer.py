@@ -55,7 +55,8 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
         model = build_transformer(arch, device=device)
         if m.condition_init != "zero":
             if not arch.is_flashi2v:
-                raise ConfigError(f"model.condition_init={m.condition_init} needs a flashi2v model, got {arch.model_type}")
+                raise ConfigError(f"model.condition_init={m.condition_init} needs a flashi2v model, "
+                                  f"got {arch.model_type}")
             if m.condition_init == "xavier":
                 model.init_condition_branches_xavier()
             else:
@@ -82,6 +83,15 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
     return model
 
 
+_PREFIX_HINT = "use module names of the model (e.g. learnable_proj, fourier_embedding, blocks.0)"
+
+
+def name_has_prefix(name: str, prefix: str) -> bool:
+    """Whether parameter ``name`` is ``prefix`` or lies under it (``prefix`` names a module: "blocks.1" does not match
+    "blocks.10.…")."""
+    return name == prefix or name.startswith(prefix.rstrip(".") + ".")
+
+
 def param_groups(model: torch.nn.Module, lr: float, multipliers: dict | None) -> list[dict]:
     """AdamW parameter groups: the trainable parameters at ``lr``, and those whose name starts with a prefix of
     ``multipliers`` ({prefix: factor}) at ``factor * lr`` (the longest matching prefix wins). Wrapper segments added by
@@ -95,35 +105,32 @@ def param_groups(model: torch.nn.Module, lr: float, multipliers: dict | None) ->
         if not q.requires_grad:
             continue
         clean = name.replace("_orig_mod.", "").replace("_checkpoint_wrapped_module.", "")
-        key = next((k for k in order if clean == k or clean.startswith(k.rstrip(".") + ".")), None)
+        key = next((k for k in order if name_has_prefix(clean, k)), None)
         groups[key].append(q)
     empty = [k for k in order if not groups[k]]
     if empty:
-        raise ConfigError(f"optim.lr_multipliers: no trainable parameter's name starts with {', '.join(map(repr, empty))}; "
-                          "use module names of the model (e.g. learnable_proj, fourier_embedding, blocks.0)")
+        raise ConfigError(f"optim.lr_multipliers: no trainable parameter's name starts with "
+                          f"{', '.join(map(repr, empty))}; {_PREFIX_HINT}")
     out = [dict(params=groups[None], lr=lr)] if groups[None] else []
     out += [dict(params=groups[k], lr=lr * float(multipliers[k])) for k in order]
     return out
 
 
 def freeze(model: torch.nn.Module, prefixes: list | None) -> list[str]:
-    """Turn off gradients for the parameters whose name is, or starts with, one of ``prefixes`` + "."; returns their
-    names. A prefix that matches nothing is a ConfigError, never a silently ignored setting."""
-    prefixes = list(prefixes or [])
-    bad = [p for p in prefixes if not isinstance(p, str) or not p]
-    if bad:
-        raise ConfigError(f"model.freeze must be a list of parameter-name prefixes, got {bad[0]!r}")
-    names = []
-    for p in prefixes:
-        hit = [n for n, _ in model.named_parameters() if n == p or n.startswith(p.rstrip(".") + ".")]
+    """Turn off gradients for the parameters whose name is, or lies under, one of ``prefixes`` (``model.freeze``,
+    validated by the config); returns their names. A prefix that matches nothing is a ConfigError, never a silently
+    ignored setting."""
+    names = [n for n, _ in model.named_parameters()]
+    frozen: set[str] = set()
+    for p in prefixes or []:
+        hit = {n for n in names if name_has_prefix(n, p)}
         if not hit:
-            raise ConfigError(f"model.freeze: no parameter's name starts with {p!r}; use module names of the model "
-                              "(e.g. learnable_proj, fourier_embedding, blocks.0)")
-        names += hit
+            raise ConfigError(f"model.freeze: no parameter's name starts with {p!r}; {_PREFIX_HINT}")
+        frozen |= hit
     for n, q in model.named_parameters():
-        if n in names:
+        if n in frozen:
             q.requires_grad_(False)
-    return names
+    return [n for n in names if n in frozen]
 
 
 def count_tokens(config: TransformerConfig, latent_shape) -> int:

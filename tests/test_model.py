@@ -216,3 +216,36 @@ def test_first_frame_anchor_follows_the_straight_path():
                                                              * (0.7 - 1.0))[:, :, 1:])
     with pytest.raises(ValueError, match="must be"):
         first_frame_anchor(z[:, :, :1, :1], noise)
+
+
+def test_unseen_latent_dims_are_directions_the_model_cannot_see():
+    """A patch embedding narrower than a patch of the latent (16 channels x 4x4 = 256 numbers -> dim 48 here) has a
+    null space: noise along it changes nothing the model computes, so no sampler can remove it. The config property
+    counts exactly those directions; the real Wan configs have none."""
+    from conftest import randomize_
+
+    assert preset("flashi2v-1.3b").unseen_latent_dims == 0 and preset("flashi2v-14b").unseen_latent_dims == 0
+    cfg = small_config(dim=48, num_heads=4, patch_size=(1, 4, 4))
+    assert cfg.unseen_latent_dims == 16 * 16 - 48
+    assert small_config(dim=256, num_heads=4, patch_size=(1, 4, 4)).unseen_latent_dims == 0
+    model = randomize_(FlashI2VTransformer(cfg)).eval()
+    w = model.patch_embedding.weight.detach().reshape(cfg.dim, -1)
+    null = torch.linalg.svd(w, full_matrices=True).Vh[cfg.dim:]  # rows: directions of one patch, (C, kt, kh, kw) order
+    assert null.shape[0] == cfg.unseen_latent_dims
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, 2, 8, 8, generator=g)
+    bump = (torch.randn(null.shape[0], generator=g) @ null).reshape(16, 1, 4, 4)
+    y = x.clone()
+    y[0, :, 1:2, 4:8, 0:4] += 3 * bump  # a large push along the null space of one patch (frame 1, patch row 1, col 0)
+    t = torch.tensor([500.0])
+    ctx = torch.randn(1, cfg.text_len, cfg.text_dim, generator=g)
+    feats = torch.randn(1, 16, 2, 8, 8, generator=g)
+    with torch.no_grad():
+        out_x = model(x, t, ctx, fourier_features=feats)
+        out_y = model(y, t, ctx, fourier_features=feats)
+    torch.testing.assert_close(out_y, out_x, atol=1e-4, rtol=1e-4)
+    y2 = x.clone()
+    seen = torch.linalg.svd(w).Vh[: cfg.dim]
+    y2[0, :, 1:2, 4:8, 0:4] += 3 * (torch.randn(cfg.dim, generator=g) @ seen).reshape(16, 1, 4, 4)
+    with torch.no_grad():
+        assert (model(y2, t, ctx, fourier_features=feats) - out_x).abs().max() > 1e-2  # a visible push does change it

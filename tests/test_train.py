@@ -494,3 +494,17 @@ def test_condition_init_identity_starts_with_phi_equal_to_z(tmp_path):
         tiny_cfg(tmp_path, **{"model.condition_init": "identity", "model.init": str(tmp_path)})
     with pytest.raises(ConfigError, match="identity needs a flashi2v model"):
         build_model(tiny_cfg(tmp_path, "t2v", **{"model.condition_init": "identity"}), torch.device("cpu"))
+
+
+def test_trainer_warns_when_the_patch_embedding_cannot_see_all_of_the_latent(tmp_path, caplog):
+    """dim 32 < 16 channels x 2x2 patch: 32 noise directions per patch are invisible (TransformerConfig's
+    unseen_latent_dims), which the trainer says before training; dim 64 sees everything and gets no warning."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="flashi2v.train"):
+        run(tiny_cfg(tmp_path / "narrow", max_steps=1))
+    assert "at least 32 directions of the noise are invisible" in caplog.text and "use dim >= 64" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flashi2v.train"):
+        run(tiny_cfg(tmp_path / "wide", max_steps=1, **{"model.architecture.dim": 64}))
+    assert "invisible" not in caplog.text

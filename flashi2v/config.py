@@ -134,7 +134,7 @@ class TransformerConfig:
         """How many directions of each patch of the noisy latent the model can never see, at least: the patch
         embedding maps ``latent_channels * prod(patch_size)`` numbers (more with concatenated channels) to ``dim``. The
         sampler cannot remove the noise in those directions, so every sample keeps that part of its initial noise
-        (measured on the first shipped 4x4-patch, dim-192 default: 64 of 256 dims, frame-0 error there 1.16 per dim
+        (measured on the shipped default, 4x4 patch and dim 192: 64 of 256 dims, frame-0 error there 1.16 per dim
         against 0.04 in the visible ones). 0 for the real Wan configs (64 -> 1536 / 5120)."""
         pt, ph, pw = self.patch_size
         return max(0, self.latent_channels * pt * ph * pw - self.dim)

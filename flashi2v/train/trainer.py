@@ -297,13 +297,13 @@ class Trainer:
                      n / 1e6, sum(p.requires_grad for p in self.model.parameters()), self.world, self.dp_size,
                      self.pcfg.cp, cfg.data.batch_size, cfg.optim.grad_accum, self.tokens_per_sample, self.step,
                      cfg.max_steps)
-            if self.model_config.unseen_latent_dims:
-                c = self.model_config
+            c = self.model_config
+            if c.unseen_latent_dims:
+                per_patch = c.dim + c.unseen_latent_dims  # latent_channels * prod(patch_size)
                 log.warning("model.architecture: the patch embedding maps %d latent numbers per patch (%d channels x "
                             "patch %s) to dim %d, so at least %d directions of the noise are invisible to the model and "
-                            "stay in every sample; use dim >= %d or a smaller patch_size",
-                            c.dim + c.unseen_latent_dims, c.latent_channels, "x".join(map(str, c.patch_size)), c.dim,
-                            c.unseen_latent_dims, c.dim + c.unseen_latent_dims)
+                            "stay in every sample; use dim >= %d or a smaller patch_size", per_patch,
+                            c.latent_channels, "x".join(map(str, c.patch_size)), c.dim, c.unseen_latent_dims, per_patch)
         history = []
         while self.step < cfg.max_steps:
             stats = self.train_step(self.loader)

@@ -56,6 +56,37 @@ def test_copying_model_has_zero_frame0_error_and_known_reliance():
     assert res.shift_std is None
 
 
+class PromptFollowingConcatModel(CopyingConcatModel):
+    """Copies the image into frame 0 and writes the prompt's first number over frames 1.. (what the data below hold)."""
+
+    def forward(self, x, t, context):
+        y, image = x[:, :16], x[:, 20:]
+        target = image.clone()
+        target[:, :, 1:] = context[:, 0, 0].view(-1, 1, 1, 1, 1)
+        return (y - target) / (t.float() / 1000).view(-1, 1, 1, 1, 1)
+
+
+def test_prompt_reliance_on_a_model_that_follows_its_prompt():
+    x0, z, ctx = data()
+    x0[:, :, 1:] = ctx[:, 0, 0].view(-1, 1, 1, 1, 1)  # frames 1.. are what the caption says
+    empty = torch.zeros_like(ctx[0])
+    res = image_reliance(PromptFollowingConcatModel(), x0, z, ctx, sigmas=(0.9,), empty_context=empty,
+                         paradigm=paradigm_for("i2v-concat-mask"))
+    var = x0.var().item()
+    c = ctx[:, 0, 0]
+    row = res.rows[0]
+    assert row.rest == pytest.approx(0.0, abs=1e-6) and row.frame0 == pytest.approx(0.0, abs=1e-6)
+    assert row.rest_wrong_prompt == pytest.approx((c.roll(1) - c).pow(2).mean().item() / var, rel=1e-5)
+    assert row.rest_empty_prompt == pytest.approx(c.pow(2).mean().item() / var, rel=1e-5)
+    assert row.prompt_reliance == pytest.approx(row.rest_wrong_prompt, rel=1e-6) and row.prompt_reliance > 0
+    assert res.to_dict()["rows"][0]["prompt_reliance"] == row.prompt_reliance and "prompt reliance" in res.table()
+    without = image_reliance(PromptFollowingConcatModel(), x0, z, ctx, sigmas=(0.9,),
+                             paradigm=paradigm_for("i2v-concat-mask"))
+    assert without.rows[0].rest_wrong_prompt == row.rest_wrong_prompt
+    assert without.rows[0].rest_empty_prompt != without.rows[0].rest_empty_prompt  # NaN: no empty prompt given
+    assert without.to_dict()["rows"][0]["rest_empty_prompt"] is None and "| – |" in without.table()
+
+
 def test_trained_branches_make_the_probe_see_the_image():
     torch.manual_seed(0)
     model = FlashI2VTransformer(TransformerConfig(**TINY)).eval()
@@ -73,6 +104,10 @@ def test_bad_inputs_are_one_line_errors():
         image_reliance(model, x0, z, ctx, sigmas=(0.0,))
     with pytest.raises(InputError, match="first_frame_latents must be"):
         image_reliance(model, x0, z[:, :, :, :4], ctx)
+    with pytest.raises(InputError, match="one row per sample"):
+        image_reliance(model, x0, z, ctx[:2])
+    with pytest.raises(InputError, match="empty_context must be"):
+        image_reliance(model, x0, z, ctx, empty_context=ctx[0, :3])
     t2v = TransformerConfig(**TINY, model_type="t2v")
     from flashi2v.models.flashi2v import build_transformer
 

@@ -96,13 +96,14 @@ def register(subparsers):
                    "fastest for tiny models on a busy CPU)")
     p.set_defaults(func=cmd_leakage)
 
-    r = bsub.add_parser("reliance", help="how much a model uses its condition image (one-step predictions, right vs "
-                        "wrong image)", description=(
+    r = bsub.add_parser("reliance", help="how much a model uses its condition image and its prompt (one-step "
+                        "predictions, right vs wrong image / prompt)", description=(
         "For items of a latent cache, noise the clean latents to a few sigmas, take one model step and score the clean "
         "prediction on latent frame 0 (the condition frame) and on the other frames as MSE / Var(x0), with the "
         "clip's own image and with another clip's. reliance = frame-0 error with the wrong image minus with the right "
-        "one (0: the image is ignored). FlashI2V models also report std(phi(z)) against std(z). See "
-        "docs/leakage_benchmark.md."))
+        "one (0: the image is ignored). The same is done for the prompt on frames 1.. (another clip's caption, and "
+        "the cache's empty prompt): prompt reliance = wrong-prompt minus right-prompt error. FlashI2V models also "
+        "report std(phi(z)) against std(z). See docs/leakage_benchmark.md."))
     r.add_argument("--model", nargs="+", required=True, metavar="FOLDER", help="model folder(s) or transformer folder(s)")
     r.add_argument("--cache", required=True, help="latent cache (`flashi2v data encode`) to take the samples from")
     r.add_argument("--samples", type=int, default=16, help="cache items, spread evenly (default 16)")

@@ -134,8 +134,9 @@ class TransformerConfig:
         """How many directions of each patch of the noisy latent the model can never see, at least: the patch
         embedding maps ``latent_channels * prod(patch_size)`` numbers (more with concatenated channels) to ``dim``. The
         sampler cannot remove the noise in those directions, so every sample keeps that part of its initial noise
-        (measured on the shipped default, 4x4 patch and dim 192: 64 of 256 dims, frame-0 error there 1.16 per dim
-        against 0.04 in the visible ones). 0 for the real Wan configs (64 -> 1536 / 5120)."""
+        (measured on the previous shipped default, 4x4 patch and dim 192: 64 of 256 dims, frame-0 error there 1.16
+        per dim against 0.04 in the visible ones; the current default has dim 256). 0 for the real Wan configs
+        (64 -> 1536 / 5120)."""
         pt, ph, pw = self.patch_size
         return max(0, self.latent_channels * pt * ph * pw - self.dim)
 
@@ -194,12 +195,20 @@ class TransformerConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TransformerConfig":
+        """From a JSON file written by :meth:`save`, or the ``config.json`` of a transformer folder (or the folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
         try:
-            d = json.loads(Path(path).read_text())
+            d = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path} is not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path} holds a JSON {type(d).__name__}, expected an object of config keys")
+        if d.get("format") == "flashi2v-transformer":  # a model folder's config (flashi2v.weights.transformer)
+            d = {k: v for k, v in d.items() if k not in ("format", "format_version")}
         return cls.from_dict(d)
 
     def replace(self, **changes) -> "TransformerConfig":

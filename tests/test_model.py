@@ -60,6 +60,21 @@ def test_from_official_model_config_mapping():
         preset("flashi2v-7b")
 
 
+def test_config_load_reads_saved_files_and_model_folders(tmp_path):
+    from flashi2v.weights import save_transformer
+
+    cfg = TransformerConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, text_dim=16, text_len=8)
+    cfg.save(tmp_path / "cfg.json")
+    assert TransformerConfig.load(tmp_path / "cfg.json") == cfg
+    save_transformer(build_transformer(cfg), tmp_path / "folder")
+    assert TransformerConfig.load(tmp_path / "folder") == cfg  # the folder's config.json, format keys dropped
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="expected an object"):
+        TransformerConfig.load(tmp_path / "list.json")
+    with pytest.raises(ConfigError, match="not found"):
+        TransformerConfig.load(tmp_path / "missing.json")
+
+
 def _check_init(model: torch.nn.Module, dim: int):
     sd = dict(model.named_parameters())
     for name, p in sd.items():

@@ -132,6 +132,23 @@ def test_shipped_default_model_is_small_and_complete():
     assert len(ex) >= 1 and all(e.image.is_file() and e.prompt for e in ex)
 
 
+def test_shipped_dit_sees_every_latent_direction():
+    """A patch embedding narrower than a latent patch leaves noise the sampler can never remove (the previous
+    default's grain); the shipped DiT must not have that blind spot, and must be the recipe's architecture."""
+    import yaml
+
+    from flashi2v.config import TransformerConfig
+    from flashi2v.default_model import MODEL_DIR, RECIPE_DIR
+
+    cfg = TransformerConfig.load(MODEL_DIR / "transformer")
+    assert cfg.unseen_latent_dims == 0, f"shipped DiT cannot see {cfg.unseen_latent_dims} latent dims per patch"
+    recipe = yaml.safe_load((RECIPE_DIR / "dit.yaml").read_text())["model"]["architecture"]
+    shipped = cfg.to_dict()
+    for key, value in recipe.items():
+        got = shipped[key]
+        assert (list(got) if isinstance(got, (list, tuple)) else got) == value, key
+
+
 def test_generate_without_model_uses_the_shipped_default(tmp_path):
     from flashi2v.cli import main
     from flashi2v.default_model import examples

@@ -201,3 +201,29 @@ def test_cli_bench_reliance_on_a_cache(setup, tmp_path, capsys):
     assert [r["sigma"] for r in rows] == [0.9, 0.5] and all(r["frame0"] > 0 for r in rows)
     assert main(["bench", "reliance", "--model", str(tmp_path / "nope"), "--cache", str(setup["full"])]) != 0
     assert "not a model folder" in capsys.readouterr().err
+
+
+def test_cli_bench_reliance_with_swapped_words(setup, tmp_path, capsys):
+    from flashi2v.data.latent_cache import LatentCacheDataset
+
+    ds = LatentCacheDataset(setup["full"])
+    assert ds.captions() == [ds[i]["caption"] for i in range(len(ds))]
+    out = tmp_path / "rel.json"
+    args = ["bench", "reliance", "--model", str(setup["model"]), "--cache", str(setup["full"]), "--sigmas", "0.9"]
+    assert main(args + ["--swap-words", "cat=dog", "--json", str(out)]) == 0
+    assert "edited captions: cat<->dog" in capsys.readouterr().out
+    res = json.loads(out.read_text())[str(setup["model"])]
+    assert res["samples"] == 2 and res["edit"] == "cat<->dog"  # "a cat" and "a dog runs ...": the captions it changes
+    row = res["rows"][0]
+    assert row["rest_edited_prompt"] > 0 and row["edit_reliance"] == pytest.approx(row["rest_edited_prompt"] - row["rest"])
+    assert main(args + ["--swap-words", "left=right"]) != 0
+    assert "contain a word of --swap-words" in capsys.readouterr().err
+    assert main(args + ["--swap-words", "left"]) != 0
+    assert "WORD=WORD" in capsys.readouterr().err
+    transformer_only = tmp_path / "t"
+    import shutil
+
+    shutil.copytree(setup["model"] / "transformer", transformer_only)
+    assert main(["bench", "reliance", "--model", str(transformer_only), "--cache", str(setup["full"]),
+                 "--swap-words", "cat=dog"]) != 0
+    assert "needs a model folder with a text encoder" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flashi2v import FlashI2VTransformer, TransformerConfig
-from flashi2v.bench.reliance import image_reliance
+from flashi2v.bench.reliance import image_reliance, parse_swaps, swap_words
 from flashi2v.errors import InputError
 from flashi2v.paradigms import paradigm_for
 
@@ -85,6 +85,40 @@ def test_prompt_reliance_on_a_model_that_follows_its_prompt():
     assert without.rows[0].rest_wrong_prompt == row.rest_wrong_prompt
     assert without.rows[0].rest_empty_prompt != without.rows[0].rest_empty_prompt  # NaN: no empty prompt given
     assert without.to_dict()["rows"][0]["rest_empty_prompt"] is None and "| – |" in without.table()
+
+
+def test_edited_prompt_column_has_the_known_value():
+    x0, z, ctx = data()
+    x0[:, :, 1:] = ctx[:, 0, 0].view(-1, 1, 1, 1, 1)
+    edited = ctx.clone()
+    edited[:, 0, 0] += 0.5  # the edit moves what the model writes over frames 1.. by 0.5 everywhere
+    res = image_reliance(PromptFollowingConcatModel(), x0, z, ctx, sigmas=(0.9, 0.5), edited_context=edited,
+                         edit="left<->right", paradigm=paradigm_for("i2v-concat-mask"))
+    var = x0.var().item()
+    for row in res.rows:
+        assert row.rest == pytest.approx(0.0, abs=1e-6)
+        assert row.rest_edited_prompt == pytest.approx(0.25 / var, rel=1e-5)  # (0.5)^2 on every value of frames 1..
+        assert row.edit_reliance == pytest.approx(0.25 / var, rel=1e-5)
+    assert "edited captions: left<->right" in res.table() and "edit reliance" in res.table()
+    assert res.to_dict()["edit"] == "left<->right" and res.to_dict()["rows"][0]["edit_reliance"] > 0
+    plain = image_reliance(PromptFollowingConcatModel(), x0, z, ctx, sigmas=(0.9,),
+                           paradigm=paradigm_for("i2v-concat-mask"))
+    assert plain.edit is None and "edit reliance" not in plain.table()
+    assert plain.to_dict()["rows"][0]["edit_reliance"] is None
+    with pytest.raises(InputError, match="edited_context must be"):
+        image_reliance(PromptFollowingConcatModel(), x0, z, ctx, edited_context=edited[:2],
+                       paradigm=paradigm_for("i2v-concat-mask"))
+
+
+def test_swap_words_swaps_whole_words_both_ways_in_one_pass():
+    swaps = parse_swaps(["left=right", "Up=down"])
+    assert swaps == {"left": "right", "right": "left", "up": "down", "down": "up"}
+    assert swap_words("Left, then right; it drifts up-left, upward and down.", swaps) == \
+        "Right, then left; it drifts down-right, upward and up."
+    assert swap_words("a cat", swaps) == "a cat" and swap_words("left", {}) == "left"
+    for bad in (["left"], ["=right"], ["left=left"], ["a b=c"], ["left=right", "left=up"]):
+        with pytest.raises(InputError, match="--swap-words"):
+            parse_swaps(bad)
 
 
 def test_trained_branches_make_the_probe_see_the_image():

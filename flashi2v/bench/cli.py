@@ -109,6 +109,10 @@ def register(subparsers):
     r.add_argument("--samples", type=int, default=16, help="cache items, spread evenly (default 16)")
     r.add_argument("--sigmas", type=float, nargs="+", help="noise levels in (0, 1] (default 0.98 0.9 0.7 0.5 0.3)")
     r.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    r.add_argument("--swap-words", nargs="+", default=[], metavar="WORD=WORD",
+                   help="also score frames 1.. with each caption's words swapped both ways (e.g. left=right up=down; "
+                   "only captions the swap changes are sampled; needs a model folder with the cache's text encoder): "
+                   "edit reliance = edited minus right error, 0 when the model ignores those words")
     r.add_argument("--json", help="also write the results to this JSON file")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     r.set_defaults(func=cmd_reliance)
@@ -119,12 +123,13 @@ def cmd_reliance(args) -> int:
     import json
     from pathlib import Path
 
-    from .reliance import DEFAULT_SIGMAS, reliance_from_cache
+    from .reliance import DEFAULT_SIGMAS, parse_swaps, reliance_from_cache
 
+    swaps = parse_swaps(args.swap_words)
     out = {}
     for folder in args.model:
         res = reliance_from_cache(folder, args.cache, samples=args.samples, sigmas=args.sigmas or DEFAULT_SIGMAS,
-                                  seed=args.seed, device=args.device)
+                                  seed=args.seed, device=args.device, swaps=swaps)
         print(f"## {folder}\n{res.table()}\n", flush=True)
         out[folder] = res.to_dict()
     if args.json:

@@ -13,6 +13,9 @@ The same probe asks how much the model uses its **prompt**: frames 1.. with the 
 caption (rolled the same way), and with the empty prompt when one is given (a latent cache stores it). The
 caption is what says where the objects go, so a model that follows it predicts the later frames better with the
 right caption than with a wrong or empty one; ``prompt_reliance`` = wrong-prompt − right-prompt error there.
+An **edited** caption narrows the question to some words: :func:`swap_words` turns "moves left" into "moves right",
+and ``edit_reliance`` = edited − right error on frames 1.. says whether the model follows those words (0: it reads
+the caption for what it names but ignores them).
 
 At high σ almost nothing of x₀ is left in y, so frame 0 can only be predicted from the image. A model that uses its
 image has frame-0 error ≪ 1 with the right image and a large *reliance* (wrong − right); a model that ignores it has
@@ -23,6 +26,7 @@ the probe also reports the size of the latent shift, std(φ(z)) against std(z).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -45,6 +49,7 @@ class RelianceRow:
     rest_wrong: float
     rest_wrong_prompt: float = float("nan")  # frames 1.. with the right image and another clip's caption
     rest_empty_prompt: float = float("nan")  # frames 1.. with the empty prompt (NaN when none was given)
+    rest_edited_prompt: float = float("nan")  # frames 1.. with the edited captions (NaN when none were given)
 
     @property
     def reliance(self) -> float:
@@ -56,6 +61,11 @@ class RelianceRow:
         """How much worse frames 1.. get with another clip's caption (0: the prompt is ignored)."""
         return self.rest_wrong_prompt - self.rest
 
+    @property
+    def edit_reliance(self) -> float:
+        """How much worse frames 1.. get with the edited captions (NaN when none were given)."""
+        return self.rest_edited_prompt - self.rest
+
 
 @dataclass
 class RelianceResult:
@@ -65,12 +75,14 @@ class RelianceResult:
     rows: list[RelianceRow] = field(default_factory=list)
     shift_std: float | None = None  # FlashI2V: std of φ(z)
     latent_std: float | None = None  # std of z
+    edit: str | None = None  # what the edited captions changed, e.g. "left<->right, up<->down"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         for r, row in zip(d["rows"], self.rows):
             r["reliance"] = row.reliance
             r["prompt_reliance"] = row.prompt_reliance
+            r["edit_reliance"] = row.edit_reliance
             for k, v in r.items():  # an unmeasured column is null in JSON, not NaN
                 if isinstance(v, float) and math.isnan(v):
                     r[k] = None
@@ -81,12 +93,16 @@ class RelianceResult:
                  + (f", std phi(z) {self.shift_std:.3f} vs std z {self.latent_std:.3f}" if self.shift_std is not None
                     else ""),
                  "| sigma | frame 0 | frames 1.. | frame 0, wrong image | frames 1.., wrong image | reliance "
-                 "| frames 1.., wrong prompt | frames 1.., empty prompt | prompt reliance |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+                 "| frames 1.., wrong prompt | frames 1.., empty prompt | prompt reliance |"
+                 + (" frames 1.., edited prompt | edit reliance |" if self.edit else ""),
+                 "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if self.edit else "")]
+        if self.edit:
+            lines.insert(1, f"edited captions: {self.edit}")
         for r in self.rows:
             lines.append(f"| {r.sigma:.2f} | {r.frame0:.3f} | {r.rest:.3f} | {r.frame0_wrong:.3f} | "
                          f"{r.rest_wrong:.3f} | {r.reliance:+.3f} | {r.rest_wrong_prompt:.3f} | "
-                         f"{_cell(r.rest_empty_prompt)} | {r.prompt_reliance:+.3f} |")
+                         f"{_cell(r.rest_empty_prompt)} | {r.prompt_reliance:+.3f} |"
+                         + (f" {_cell(r.rest_edited_prompt)} | {r.edit_reliance:+.5f} |" if self.edit else ""))
         return "\n".join(lines)
 
 
@@ -94,13 +110,44 @@ def _cell(v: float) -> str:
     return "–" if math.isnan(v) else f"{v:.3f}"
 
 
+def parse_swaps(pairs) -> dict[str, str]:
+    """``["left=right", "up=down"]`` -> a two-way, lower-case word map; a malformed pair is a one-line InputError."""
+    swaps: dict[str, str] = {}
+    for pair in pairs:
+        a, sep, b = str(pair).partition("=")
+        a, b = a.strip().lower(), b.strip().lower()
+        if not sep or a == b or not all(re.fullmatch(r"\w[\w-]*", w) for w in (a, b)):
+            raise InputError(f"--swap-words {pair!r}: give two different words as WORD=WORD, e.g. left=right")
+        for x, y in ((a, b), (b, a)):
+            if swaps.get(x, y) != y:
+                raise InputError(f"--swap-words: {x!r} is paired with both {swaps[x]!r} and {y!r}")
+            swaps[x] = y
+    return swaps
+
+
+def swap_words(caption: str, swaps: dict[str, str]) -> str:
+    """Swap whole words of ``caption`` in one pass (so left=right turns "left, then right" into "right, then left"),
+    case-insensitively, keeping a capital first letter."""
+    if not swaps:
+        return caption
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, swaps), key=len, reverse=True)) + r")\b", re.I)
+
+    def repl(m):
+        word = swaps[m.group(0).lower()]
+        return word[:1].upper() + word[1:] if m.group(0)[:1].isupper() else word
+
+    return pattern.sub(repl, caption)
+
+
 @torch.no_grad()
 def image_reliance(model, latents: torch.Tensor, first_frame_latents: torch.Tensor, context: torch.Tensor,
                    sigmas: Sequence[float] = DEFAULT_SIGMAS, seed: int = 0, paradigm=None,
-                   empty_context: torch.Tensor | None = None) -> RelianceResult:
+                   empty_context: torch.Tensor | None = None,
+                   edited_context: torch.Tensor | None = None, edit: str | None = None) -> RelianceResult:
     """The probe on clean latents [B, C, T, h, w], their first-frame latents [B, C, 1, h, w] and text states
     [B, L, D] (B ≥ 2: the wrong image and the wrong prompt are the next sample's); ``empty_context`` [L, D], the
-    empty prompt's states, adds that column. Runs in float32 on the model's device."""
+    empty prompt's states, adds that column, and ``edited_context`` [B, L, D] (each sample's caption edited, e.g. by
+    :func:`swap_words`, described by ``edit``) the edit columns. Runs in float32 on the model's device."""
     if latents.ndim != 5 or latents.shape[2] < 2:
         raise InputError(f"latents must be [B, C, T, h, w] with T >= 2, got {tuple(latents.shape)}")
     if latents.shape[0] < 2:
@@ -122,12 +169,15 @@ def image_reliance(model, latents: torch.Tensor, first_frame_latents: torch.Tens
         raise InputError(f"context must have one row per sample ({latents.shape[0]}), got {context.shape[0]}")
     if empty_context is not None and tuple(empty_context.shape) != tuple(context.shape[1:]):
         raise InputError(f"empty_context must be {tuple(context.shape[1:])}, got {tuple(empty_context.shape)}")
+    if edited_context is not None and tuple(edited_context.shape) != tuple(context.shape):
+        raise InputError(f"edited_context must be {tuple(context.shape)}, got {tuple(edited_context.shape)}")
     b, t = x0.shape[0], x0.shape[2]
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(dev)
     var = float(x0.var())
     right = paradigm.denoiser(model, z, t)
     wrong = paradigm.denoiser(model, z.roll(1, dims=0), t)
-    result = RelianceResult(paradigm.model_type, b, var)
+    result = RelianceResult(paradigm.model_type, b, var,
+                            edit=(edit or "edited captions") if edited_context is not None else None)
     if hasattr(model, "project_first_frame"):
         result.shift_std, result.latent_std = float(model.project_first_frame(z).std()), float(z.std())
     for s in sigmas:
@@ -138,19 +188,21 @@ def image_reliance(model, latents: torch.Tensor, first_frame_latents: torch.Tens
             x0_hat = y - s * den(y, sigmas_to_timesteps(sig), ctx).float()
             e = (x0_hat - x0).pow(2)
             errs += [float(e[:, :, 0].mean()) / var, float(e[:, :, 1:].mean()) / var]
-        prompts = [ctx.roll(1, dims=0)]
-        if empty_context is not None:
-            prompts.append(empty_context.to(ctx).expand_as(ctx))
+        prompts = [ctx.roll(1, dims=0),
+                   None if empty_context is None else empty_context.to(ctx).expand_as(ctx),
+                   None if edited_context is None else edited_context.to(ctx)]
         for c in prompts:
+            if c is None:
+                errs.append(float("nan"))
+                continue
             e = (y - s * right(y, sigmas_to_timesteps(sig), c).float() - x0).pow(2)
             errs.append(float(e[:, :, 1:].mean()) / var)
-        errs += [float("nan")] * (6 - len(errs))
         result.rows.append(RelianceRow(float(s), *errs))
     return result
 
 
 def reliance_from_cache(model_folder, cache_dir, samples: int = 16, sigmas: Sequence[float] = DEFAULT_SIGMAS,
-                        seed: int = 0, device: str = "cpu") -> RelianceResult:
+                        seed: int = 0, device: str = "cpu", swaps: dict[str, str] | None = None) -> RelianceResult:
     """The probe for a model folder on ``samples`` items of a latent cache (``flashi2v data encode``), spread evenly
     over the cache (the same items for every model). The batch is built like the trainer's (text states fitted to
     the model's ``text_len``, a cache of another ``text_dim`` refused)."""
@@ -168,9 +220,46 @@ def reliance_from_cache(model_folder, cache_dir, samples: int = 16, sigmas: Sequ
     except CheckpointError as e:
         raise InputError(str(e)) from None
     source = LatentCacheSource(cache_dir, model.config.text_len, model.config.text_dim)
-    n = min(samples, source.num_samples)
+    pool = list(range(source.num_samples))
+    if swaps:  # only samples whose caption the swap changes
+        pool = [i for i, c in enumerate(source.ds.captions()) if swap_words(c, swaps) != c]
+        if len(pool) < 2:
+            raise InputError(f"{len(pool)} caption(s) of {cache_dir} contain a word of --swap-words; the probe needs "
+                             "at least 2")
+    n = min(samples, len(pool))
     if n < 2:
         raise InputError(f"{cache_dir} has {source.num_samples} sample(s); the probe needs at least 2")
-    batch = source.batch([int(i * source.num_samples / n) for i in range(n)], torch.device("cpu"))
+    batch = source.batch([pool[int(i * len(pool) / n)] for i in range(n)], torch.device("cpu"))
+    edited = None
+    if swaps:
+        encoder = _text_encoder(folder, device)
+        if encoder.dim != model.config.text_dim:
+            raise InputError(f"{folder}'s text encoder gives {encoder.dim}-d states, the transformer expects "
+                             f"{model.config.text_dim}")
+
+        def encode(captions):
+            emb, _ = encoder.encode(captions)
+            return torch.stack([source._fit(e.float().cpu()) for e in emb])
+
+        again = encode(batch.captions)
+        if not torch.allclose(again, batch.text_emb.float(), rtol=1e-3, atol=1e-3):
+            raise InputError(f"{folder}'s text encoder does not reproduce the text states of {cache_dir}; "
+                             "--swap-words needs the encoder the cache was made with")
+        edited = encode([swap_words(c, swaps) for c in batch.captions])
+    edit = ", ".join(f"{a}<->{b}" for a, b in swaps.items() if a < b) if swaps else None
     return image_reliance(model, batch.latents, batch.first_frame_latents, batch.text_emb, sigmas, seed,
-                          empty_context=batch.empty_text_emb)
+                          empty_context=batch.empty_text_emb, edited_context=edited, edit=edit)
+
+
+def _text_encoder(folder: Path, device: str):
+    import json
+
+    from ..text import load_text_encoder
+
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise InputError(f"--swap-words needs a model folder with a text encoder; {folder} has no model_index.json")
+    name = json.loads(index.read_text()).get("text_encoder", "text_encoder")
+    if not (folder / name).is_dir():
+        raise InputError(f"--swap-words needs a model folder with a text encoder; {folder / name} is missing")
+    return load_text_encoder(folder / name, device=device)

@@ -313,6 +313,16 @@ class LatentCacheDataset(Dataset):
     def __len__(self) -> int:
         return self.offsets[-1]
 
+    def captions(self) -> List[str]:
+        """Every sample's caption in index order, from the shards' metadata (no tensor is read)."""
+        from safetensors import safe_open
+
+        out: List[str] = []
+        for name, _ in self.shards:
+            with safe_open(str(self.cache_dir / name), framework="pt") as f:
+                out += json.loads(f.metadata()["captions"])
+        return out
+
     def _pad(self, emb: torch.Tensor) -> torch.Tensor:
         if not self.pad_text or emb.shape[0] >= self.text_len_max:
             return emb

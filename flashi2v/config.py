@@ -15,6 +15,9 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
+#: The ``format`` tag of a transformer folder's ``config.json`` (:mod:`flashi2v.weights.transformer`).
+TRANSFORMER_FOLDER_FORMAT = "flashi2v-transformer"
+
 # "t2v": plain Wan2.1 text-to-video. "flashi2v": latent shifting + Fourier guidance (flashi2v.method).
 # The two classic image-to-video baselines on the same plain Wan backbone (flashi2v.paradigms, docs/paradigms.md):
 # "i2v-concat-mask": Wan2.1-I2V style, input = [noisy latent, 4 mask channels, clean first-frame latent] -> in_dim 36;
@@ -207,7 +210,13 @@ class TransformerConfig:
             raise ConfigError(f"{path} is not valid JSON ({e})") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path} holds a JSON {type(d).__name__}, expected an object of config keys")
-        if d.get("format") == "flashi2v-transformer":  # a model folder's config (flashi2v.weights.transformer)
+        return cls.from_saved_dict(d)
+
+    @classmethod
+    def from_saved_dict(cls, d: Mapping[str, Any]) -> "TransformerConfig":
+        """:meth:`from_dict`, after dropping the format keys of a transformer folder's ``config.json``
+        (:data:`TRANSFORMER_FOLDER_FORMAT`, written by ``flashi2v.weights.save_transformer``)."""
+        if d.get("format") == TRANSFORMER_FOLDER_FORMAT:
             d = {k: v for k, v in d.items() if k not in ("format", "format_version")}
         return cls.from_dict(d)
 

@@ -227,3 +227,10 @@ def test_cli_bench_reliance_with_swapped_words(setup, tmp_path, capsys):
     assert main(["bench", "reliance", "--model", str(transformer_only), "--cache", str(setup["full"]),
                  "--swap-words", "cat=dog"]) != 0
     assert "needs a model folder with a text encoder" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(setup["model"], corrupt)
+    (corrupt / "model_index.json").write_text("{not json")
+    shutil.copytree(setup["model"] / "transformer", corrupt / "transformer", dirs_exist_ok=True)
+    assert main(["bench", "reliance", "--model", str(corrupt), "--cache", str(setup["full"]),
+                 "--swap-words", "cat=dog"]) != 0
+    assert "cannot read" in capsys.readouterr().err

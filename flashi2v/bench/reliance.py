@@ -252,14 +252,17 @@ def reliance_from_cache(model_folder, cache_dir, samples: int = 16, sigmas: Sequ
 
 
 def _text_encoder(folder: Path, device: str):
-    import json
-
+    from ..pipeline import INDEX_NAME
     from ..text import load_text_encoder
+    from ..weights.io import read_json_object
 
-    index = folder / "model_index.json"
+    index = folder / INDEX_NAME
     if not index.is_file():
-        raise InputError(f"--swap-words needs a model folder with a text encoder; {folder} has no model_index.json")
-    name = json.loads(index.read_text()).get("text_encoder", "text_encoder")
+        raise InputError(f"--swap-words needs a model folder with a text encoder; {folder} has no {INDEX_NAME}")
+    try:
+        name = read_json_object(index).get("text_encoder", "text_encoder")
+    except CheckpointError as e:
+        raise InputError(str(e)) from None
     if not (folder / name).is_dir():
         raise InputError(f"--swap-words needs a model folder with a text encoder; {folder / name} is missing")
     return load_text_encoder(folder / name, device=device)

@@ -31,7 +31,7 @@ from typing import Mapping
 
 import torch
 
-from ..config import MODEL_TYPES, TransformerConfig, required_in_dim
+from ..config import MODEL_TYPES, TRANSFORMER_FOLDER_FORMAT, TransformerConfig, required_in_dim
 from ..errors import CheckpointError, ConfigError
 from ..models.flashi2v import FlashI2VTransformer, build_transformer
 from ..models.wan import WanTransformer
@@ -39,7 +39,7 @@ from ..precision import apply_precision, parameter_dtype
 from .io import aligned, atomic_directory, compare_keys, read_json_object, read_state_dict, save_safetensors
 from .mindspeed import is_mindspeed, mindspeed_to_official
 
-FOLDER_FORMAT = "flashi2v-transformer"
+FOLDER_FORMAT = TRANSFORMER_FOLDER_FORMAT
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 WAN_HEAD_DIM = 128  # every released Wan2.1 model uses 128-dim heads
@@ -247,9 +247,8 @@ def load_transformer(
             else:
                 if raw.get("format") != FOLDER_FORMAT:
                     raise CheckpointError(f"{cfg_path} is neither a flashi2v transformer config nor a diffusers one")
-                body = {k: v for k, v in raw.items() if k not in ("format", "format_version")}
                 try:
-                    config = config or TransformerConfig.from_dict(body)
+                    config = config or TransformerConfig.from_saved_dict(raw)
                 except ConfigError as e:
                     raise CheckpointError(f"{cfg_path}: {e}") from None
                 sd = read_state_dict(path / WEIGHTS_NAME)

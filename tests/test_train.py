@@ -58,6 +58,9 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         (["noequals"], "section.key=value"),
         (["clip.mode=sometimes"], "clip.mode"),
         (["data.source=latent_cache"], "data.path is required"),
+        (["data.max_samples=0"], "data.max_samples must be a positive integer or null"),
+        (["data.max_samples=true"], "data.max_samples must be an integer"),
+        (["data.max_samples=8"], "does not apply to data.source=random"),
     ]:
         with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
             TrainConfig.from_dict(base, bad)

@@ -79,3 +79,28 @@ def test_training_on_decoded_videos(world):
     cfg.log.sample_every = 0
     hist = Trainer(cfg).fit()
     assert len(hist) == 2 and all(math.isfinite(h["loss"]) for h in hist)
+
+
+def test_max_samples_trains_on_the_first_samples_of_a_cache(world):
+    from flashi2v.data.latent_cache import encode_cache
+    from flashi2v.errors import InputError
+    from flashi2v.train.trainer import Trainer
+
+    root, lmdb, _ = world
+    encode_cache(lmdb, root / "base", root / "cache-subset", height=32, width=32, num_frames=5, train_fps=8,
+                 shard_size=3, device="cpu")  # 4 samples in shards of 3 and 1
+    cfg = _cfg(root, "run-subset", source="latent_cache", path=str(root / "cache-subset"), max_samples=2)
+    cfg.log.sample_every = 0
+    t = Trainer(cfg)
+    assert t.source.num_samples == 2 and t.sampler.n == 2
+    drawn = {i for _ in range(6) for i in t.sampler.next_indices()}
+    assert drawn == {0, 1}  # the same permutations as a 2-sample cache
+    t.sampler.epoch, t.sampler.cursor = 0, 0
+    full = Trainer(_cfg(root, "run-all", source="latent_cache", path=str(root / "cache-subset")))
+    assert full.source.num_samples == 4
+    first_two = [full.source.ds[i]["caption"] for i in range(2)]
+    assert [t.source.ds[i]["caption"] for i in range(2)] == first_two
+    hist = t.fit()
+    assert len(hist) == 2 and all(math.isfinite(h["loss"]) for h in hist)
+    with pytest.raises(InputError, match="data.max_samples is 5 but .* holds 4 samples"):
+        Trainer(_cfg(root, "run-too-many", source="latent_cache", path=str(root / "cache-subset"), max_samples=5))

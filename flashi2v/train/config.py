@@ -111,6 +111,9 @@ class DataConfig:
     text_dropout: float = 0.1  # probability of training on the empty prompt
     shuffle: bool = True
     random_samples: int = 1024  # size of the random dataset
+    # Train on the first max_samples samples of the cache / LMDB only (None: all). The first N samples of a larger
+    # cache built from the same world are the same samples, so a run on a subset of a grown dataset is reproducible.
+    max_samples: Optional[int] = None
 
 
 @dataclass
@@ -260,6 +263,11 @@ class TrainConfig(YAMLConfig):
             raise ConfigError(f"data.source must be latent_cache, videos or random, got {self.data.source!r}")
         if self.data.source != "random" and not self.data.path:
             raise ConfigError(f"data.path is required for data.source={self.data.source}")
+        ms = self.data.max_samples
+        if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms < 1):
+            raise ConfigError(f"data.max_samples must be a positive integer or null (all samples), got {ms!r}")
+        if ms is not None and self.data.source == "random":
+            raise ConfigError("data.max_samples does not apply to data.source=random; set data.random_samples instead")
         if self.data.source == "videos" and not self.model.pipeline:
             raise ConfigError("data.source=videos needs model.pipeline (a model folder with vae/ and text_encoder/)")
         if self.clip.mode not in ("adaptive", "fixed", "none"):

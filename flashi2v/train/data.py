@@ -197,6 +197,11 @@ def build_source(cfg, model_config, device: torch.device) -> BatchSource:
     else:
         src = VideoSource(d.path, cfg.model.pipeline, height=d.height, width=d.width, num_frames=d.num_frames,
                           train_fps=d.train_fps, seed=cfg.seed, device=device, text_len=model_config.text_len)
+    if d.max_samples is not None:
+        if d.max_samples > src.num_samples:
+            raise InputError(f"data.max_samples is {d.max_samples} but {d.path} holds {src.num_samples} samples; "
+                             "lower data.max_samples or remove it to train on all of them")
+        src.num_samples = d.max_samples  # the sampler draws from indices [0, max_samples)
     return src
 
 

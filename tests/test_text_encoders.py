@@ -443,3 +443,51 @@ def test_minilm_save_load_and_limits(tmp_path, minilm):
         UMT5TextEncoder.from_folder(folder)
     with pytest.raises(ConfigError, match="maximum of 512"):
         MiniLMTextEncoder(minilm.model, minilm.tokenizer, text_len=600)
+
+
+def test_minilm_hidden_layer_selects_a_layer_and_round_trips(tmp_path, minilm):
+    """hidden_layer picks BERT's hidden state (checked against transformers' own output_hidden_states); -1 and 6 are
+    the last layer; it is saved in config.json (package reference and full copy) and bad values are one-line errors.
+    Layer 5 keeps direction words apart where the last layer nearly merges them (why the option exists)."""
+    from flashi2v.text import MiniLMTextEncoder
+
+    l5 = MiniLMTextEncoder(minilm.model, minilm.tokenizer, text_len=16, hidden_layer=5)
+    prompts = ["a red square moves left", "a red square moves right"]
+    e5, n = l5.encode(prompts)
+    ids, mask = l5.tokenize(prompts)
+    with torch.no_grad():
+        ref = minilm.model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
+                           output_hidden_states=True).hidden_states
+    for b, k in enumerate(n.tolist()):
+        torch.testing.assert_close(e5[b, :k], ref[5][b, :k], rtol=0, atol=0)
+        assert torch.count_nonzero(e5[b, k:]) == 0
+    last, _ = minilm.encode(prompts)
+    six, _ = MiniLMTextEncoder(minilm.model, minilm.tokenizer, text_len=16, hidden_layer=6).encode(prompts)
+    assert torch.equal(six, last) and not torch.allclose(e5, last)
+    # the state of "left" when the caption says "right" instead, against that of "cat" when it says "dog" instead
+    caps = ["A photo of a cat, with the camera panning left: a red square slides toward the upper left.",
+            "A photo of a cat, with the camera panning right: a red square slides toward the lower right.",
+            "A photo of a dog, with the camera panning left: a red square slides toward the upper left."]
+    l5_long = MiniLMTextEncoder(minilm.model, minilm.tokenizer, text_len=40, hidden_layer=5)
+    last_long = MiniLMTextEncoder(minilm.model, minilm.tokenizer, text_len=40)
+    toks = minilm.tokenizer.convert_ids_to_tokens(last_long.tokenize(caps[:1])[0][0])
+    left, cat = toks.index("left"), toks.index("cat")
+
+    def ratio(enc):
+        e, _ = enc.encode(caps)
+        return ((e[0, left] - e[1, left]).norm() / (e[0, cat] - e[2, cat]).norm()).item()
+
+    assert ratio(l5_long) > 2 * ratio(last_long)  # measured: 0.81 vs 0.31
+    for weights in ("package", "copy"):
+        folder = l5.save_pretrained(tmp_path / weights, weights=weights)
+        assert json.loads((folder / "config.json").read_text())["hidden_layer"] == 5
+        back = load_text_encoder(folder)
+        assert back.hidden_layer == 5 and torch.equal(back.encode(prompts)[0], e5)
+    assert "hidden_layer" not in minilm.folder_config()  # default folders are unchanged
+    for bad in (7, -8, True, 2.0):
+        with pytest.raises(ConfigError, match="hidden_layer must be an integer from -7 to 6"):
+            MiniLMTextEncoder(minilm.model, minilm.tokenizer, text_len=16, hidden_layer=bad)
+    cfg = json.loads((tmp_path / "package" / "config.json").read_text())
+    (tmp_path / "package" / "config.json").write_text(json.dumps(dict(cfg, hidden_layer=9)))
+    with pytest.raises(CheckpointError, match="config.json: hidden_layer must be"):
+        load_text_encoder(tmp_path / "package")

@@ -297,6 +297,9 @@ class TextEncoder(nn.Module):
             "clean_prompts": self.clean,
         }
 
+    def configure_from_folder(self, cfg: dict[str, Any]) -> None:
+        """Apply the kind-specific settings of a folder's ``config.json`` (see :meth:`folder_config`); none here."""
+
     @classmethod
     def package_path(cls) -> Path:
         """The folder of weights + tokenizer bundled with an installed package, for encoders that have one."""
@@ -427,5 +430,9 @@ def load_text_encoder(
             f"{folder / 'config.json'} says dim {cfg['dim']} but the weights in {folder / 'model'} have dim {enc.dim}; "
             "re-save the encoder"
         )
+    try:
+        enc.configure_from_folder(cfg)
+    except ConfigError as e:
+        raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
     enc.weights_source = source
     return enc

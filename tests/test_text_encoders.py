@@ -448,7 +448,7 @@ def test_minilm_save_load_and_limits(tmp_path, minilm):
 def test_minilm_hidden_layer_selects_a_layer_and_round_trips(tmp_path, minilm):
     """hidden_layer picks BERT's hidden state (checked against transformers' own output_hidden_states); -1 and 6 are
     the last layer; it is saved in config.json (package reference and full copy) and bad values are one-line errors.
-    Layer 5 keeps direction words apart where the last layer nearly merges them (why the option exists)."""
+    Layer 5 keeps direction words apart where the last layer shrinks them (why the option exists)."""
     from flashi2v.text import MiniLMTextEncoder
 
     l5 = MiniLMTextEncoder(minilm.model, minilm.tokenizer, text_len=16, hidden_layer=5)

@@ -47,7 +47,7 @@ class MiniLMTextEncoder(TextEncoder):
 
     ``hidden_layer`` picks the hidden state returned: -1 (default) the last layer's output, -2 the penultimate, ...;
     0 is the embedding layer, 1..6 the layers' outputs. It is saved in the folder's ``config.json`` (``"hidden_layer"``,
-    written only when not -1). Why a lower layer: the last layer of this sentence-similarity model nearly erases
+    written only when not -1). Why a lower layer: the last layer of this sentence-similarity model shrinks
     direction words (the state of "left" moves 3.7 when it becomes "right" in a caption, where "cat" -> "dog"
     moves 11.9; in layer 5 they move 9.7 and 11.9), see docs/default_model.md.
     """

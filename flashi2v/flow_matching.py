@@ -122,3 +122,29 @@ def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 def flow_matching_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Plain MSE between the predicted and the true velocity, mean over all elements (weight 1 for every sigma)."""
     return torch.mean((pred.float() - velocity_target(x0, noise)) ** 2)
+
+
+def motion_weights(x0: torch.Tensor, strength: float, eps: float = 1e-2) -> torch.Tensor:
+    """Loss weights [B, 1, T, h, w] that favour where a clip differs from its first frame (not in the paper).
+
+    d = mean over channels of |x0_t − x0_0|, divided by its mean over frames 1.. of the same clip (so a camera pan,
+    which changes everything, is weighted about evenly, and a small moving object on a still background stands
+    out); w = 1 + strength · d, then scaled so that every clip's weights average 1. ``strength`` 0 gives ones.
+    A clip with a single frame, or one that does not change (mean d below ``eps``), gets even weights.
+    """
+    if strength < 0:
+        raise ValueError(f"motion weight strength must be >= 0, got {strength}")
+    b, _, t = x0.shape[:3]
+    if strength == 0 or t < 2:
+        return torch.ones((b, 1, *x0.shape[2:]), device=x0.device, dtype=torch.float32)
+    x = x0.float()
+    d = (x - x[:, :, :1]).abs().mean(1, keepdim=True)
+    d = d / d[:, :, 1:].mean((2, 3, 4), keepdim=True).clamp_min(eps)
+    w = 1 + strength * d
+    return w / w.mean((1, 2, 3, 4), keepdim=True)
+
+
+def weighted_flow_matching_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
+                                weights: torch.Tensor) -> torch.Tensor:
+    """:func:`flow_matching_loss` with per-element ``weights`` broadcast over the velocity (mean of w · error²)."""
+    return torch.mean(weights * (pred.float() - velocity_target(x0, noise)) ** 2)

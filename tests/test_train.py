@@ -511,3 +511,52 @@ def test_trainer_warns_when_the_patch_embedding_cannot_see_all_of_the_latent(tmp
     with caplog.at_level(logging.WARNING, logger="flashi2v.train"):
         run(tiny_cfg(tmp_path / "wide", max_steps=1, **{"model.architecture.dim": 64}))
     assert "invisible" not in caplog.text
+
+
+def test_motion_weights_favour_what_moves_and_average_one():
+    from flashi2v.flow_matching import flow_matching_loss, motion_weights, weighted_flow_matching_loss
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 5, 16, 16, generator=g) * 0.1
+    x[:] = x[:, :, :1]  # a still background ...
+    for t in range(5):  # ... with a square moving right in clip 0
+        x[0, :, t, 4:8, 2 + 2 * t:6 + 2 * t] = 2.0
+    x[1] = torch.roll(x[1, :, :1], 0, dims=-1).expand_as(x[1]).clone()
+    for t in range(5):  # clip 1: the whole frame pans
+        x[1, :, t] = torch.roll(x[1, :, 0], t, dims=-1)
+    # clip 2 does not change at all
+    w = motion_weights(x, 4.0)
+    assert w.shape == (3, 1, 5, 16, 16)
+    torch.testing.assert_close(w.mean((1, 2, 3, 4)), torch.ones(3))
+    assert w[0, 0, 4, 4:8, 10:14].mean() > 10 * w[0, 0, 4, 12:, :4].mean()  # the square's new place vs background
+    assert w[0, 0, 0].max() < w[0, 0, 4].max()  # frame 0 never differs from itself
+    torch.testing.assert_close(w[2], torch.ones_like(w[2]))  # nothing moves: even weights
+    assert w[1, :, 1:].std() < w[0, :, 1:].std()  # a pan is weighted far more evenly than one small object
+    torch.testing.assert_close(motion_weights(x, 0.0), torch.ones_like(w))
+    torch.testing.assert_close(motion_weights(x[:, :, :1], 4.0), torch.ones(3, 1, 1, 16, 16))
+    with pytest.raises(ValueError, match=">= 0"):
+        motion_weights(x, -1.0)
+    pred, noise = torch.randn_like(x), torch.randn_like(x)
+    torch.testing.assert_close(weighted_flow_matching_loss(pred, x, noise, torch.ones_like(w)),
+                               flow_matching_loss(pred, x, noise))
+
+
+def test_trainer_motion_weight_uses_the_weighted_loss(tmp_path, monkeypatch):
+    import flashi2v.train.trainer as trainer_mod
+    from flashi2v.flow_matching import motion_weights
+
+    seen = []
+    real = trainer_mod.weighted_flow_matching_loss
+
+    def spy(pred, x0, noise, weights):
+        torch.testing.assert_close(weights, motion_weights(x0, 2.5))
+        seen.append(real(pred, x0, noise, weights).item())
+        return real(pred, x0, noise, weights)
+
+    monkeypatch.setattr(trainer_mod, "weighted_flow_matching_loss", spy)
+    _, hist = run(tiny_cfg(tmp_path / "w", max_steps=2, **{"flow.motion_weight": 2.5, "checkpoint.every": 100}))
+    assert len(seen) == 2 and [h["loss"] for h in hist] == pytest.approx(seen)
+    _, plain = run(tiny_cfg(tmp_path / "p", max_steps=2, **{"checkpoint.every": 100}))
+    assert len(seen) == 2 and plain[0]["loss"] != pytest.approx(hist[0]["loss"])  # off by default
+    with pytest.raises(ConfigError, match="flow.motion_weight must be a number >= 0"):
+        tiny_cfg(tmp_path, **{"flow.motion_weight": -1})

@@ -175,6 +175,8 @@ class FlowConfig:
     logit_std: float = 1.0
     shift: Any = "dynamic"  # "dynamic" or a number
     cutoff_ratio: tuple = (0.05, 0.95)
+    # > 0: weight the loss towards what moves after the first frame (flow_matching.motion_weights; not in the paper)
+    motion_weight: float = 0.0
 
 
 @dataclass
@@ -295,6 +297,8 @@ class TrainConfig(YAMLConfig):
         lo, hi = _pair("flow.cutoff_ratio", self.flow.cutoff_ratio)
         if not 0.0 <= lo <= hi <= 1.0:
             raise ConfigError(f"flow.cutoff_ratio must satisfy 0 <= lo <= hi <= 1, got {self.flow.cutoff_ratio}")
+        if not isinstance(self.flow.motion_weight, (int, float)) or self.flow.motion_weight < 0:
+            raise ConfigError(f"flow.motion_weight must be a number >= 0, got {self.flow.motion_weight!r}")
         if self.flow.shift != "dynamic" and not (isinstance(self.flow.shift, (int, float)) and self.flow.shift > 0):
             raise ConfigError(f"flow.shift must be 'dynamic' or a positive number, got {self.flow.shift!r}")
         if self.parallel.param_dtype not in ("auto", "bf16", "fp32"):

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ..config import TransformerConfig, preset
 from ..errors import ConfigError
-from ..flow_matching import TimeSampler
+from ..flow_matching import TimeSampler, motion_weights, weighted_flow_matching_loss
 from ..weights.io import atomic_write_text
 from .checkpoint import (load_latest, restore_training_state, rng_state, save_checkpoint, set_rng_state,
                          training_state)
@@ -236,8 +236,12 @@ class Trainer:
                               batch.text_emb)
         draws = self.paradigm.draw(batch.latents.shape, gens, time_sampler=self.time_sampler, device=self.device)
         out = self.paradigm.training_loss(self.model, batch.latents, batch.first_frame_latents, context, draws=draws)
-        (out.loss / cfg.optim.grad_accum).backward()
-        return out.loss.detach()
+        loss = out.loss
+        if cfg.flow.motion_weight:
+            w = motion_weights(batch.latents, float(cfg.flow.motion_weight))
+            loss = weighted_flow_matching_loss(out.prediction, batch.latents, out.noise, w)
+        (loss / cfg.optim.grad_accum).backward()
+        return loss.detach()
 
     def train_step(self, batches) -> dict:
         self.model.train()

@@ -119,9 +119,12 @@ def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise.float() - x0.float()
 
 
-def flow_matching_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Plain MSE between the predicted and the true velocity, mean over all elements (weight 1 for every sigma)."""
-    return torch.mean((pred.float() - velocity_target(x0, noise)) ** 2)
+def flow_matching_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain MSE between the predicted and the true velocity, mean over all elements (weight 1 for every sigma).
+    ``weights`` (e.g. :func:`motion_weights`), broadcast over the velocity, make it the mean of w · error²."""
+    err = (pred.float() - velocity_target(x0, noise)) ** 2
+    return torch.mean(err if weights is None else weights * err)
 
 
 def motion_weights(x0: torch.Tensor, strength: float, eps: float = 1e-2) -> torch.Tensor:
@@ -143,8 +146,3 @@ def motion_weights(x0: torch.Tensor, strength: float, eps: float = 1e-2) -> torc
     w = 1 + strength * d
     return w / w.mean((1, 2, 3, 4), keepdim=True)
 
-
-def weighted_flow_matching_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
-                                weights: torch.Tensor) -> torch.Tensor:
-    """:func:`flow_matching_loss` with per-element ``weights`` broadcast over the velocity (mean of w · error²)."""
-    return torch.mean(weights * (pred.float() - velocity_target(x0, noise)) ** 2)

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ..config import TransformerConfig, preset
 from ..errors import ConfigError
-from ..flow_matching import TimeSampler, motion_weights, weighted_flow_matching_loss
+from ..flow_matching import TimeSampler, flow_matching_loss, motion_weights
 from ..weights.io import atomic_write_text
 from .checkpoint import (load_latest, restore_training_state, rng_state, save_checkpoint, set_rng_state,
                          training_state)
@@ -239,7 +239,7 @@ class Trainer:
         loss = out.loss
         if cfg.flow.motion_weight:
             w = motion_weights(batch.latents, float(cfg.flow.motion_weight))
-            loss = weighted_flow_matching_loss(out.prediction, batch.latents, out.noise, w)
+            loss = flow_matching_loss(out.prediction, batch.latents, out.noise, w)
         (loss / cfg.optim.grad_accum).backward()
         return loss.detach()
 

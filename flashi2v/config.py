@@ -77,6 +77,9 @@ class TransformerConfig:
     cross_attn_norm: bool = True
     model_type: str = "flashi2v"
     conv3x3x3_proj: bool = False
+    # Not in Wan or FlashI2V: N > 0 adds a learned, zero-initialised vector per latent-frame index (up to N latent
+    # frames) to the patch tokens (flashi2v.models.wan.FrameEmbedding). 0 (default) = the plain architecture.
+    frame_embedding: int = 0
     extra: dict = field(default_factory=dict, repr=False)  # free-form metadata saved with the config
 
     def __post_init__(self) -> None:
@@ -96,6 +99,10 @@ class TransformerConfig:
             raise ConfigError(f"head dim {self.dim // self.num_heads} must be even for RoPE")
         if self.freq_dim % 2:
             raise ConfigError(f"freq_dim must be even, got {self.freq_dim}")
+        if isinstance(self.frame_embedding, bool) or not isinstance(self.frame_embedding, int) or self.frame_embedding < 0:
+            raise ConfigError(
+                f"frame_embedding must be 0 (off) or the number of latent frames to embed, got {self.frame_embedding!r}"
+            )
         if self.conv3x3x3_proj and self.model_type != "flashi2v":
             raise ConfigError("conv3x3x3_proj only applies to model_type='flashi2v'")
         need = required_in_dim(self.model_type, self.out_dim)
@@ -183,6 +190,8 @@ class TransformerConfig:
         d["patch_size"] = list(self.patch_size)
         if not d["extra"]:
             d.pop("extra")
+        if not d["frame_embedding"]:
+            d.pop("frame_embedding")  # off: the config file of the plain architecture stays as it was
         return d
 
     @classmethod

@@ -323,6 +323,12 @@ class FlashI2VPipeline:
         if (num_frames - 1) % tf:
             raise InputError(f"num_frames must be 1 + {tf}k for this VAE, got {num_frames}")
         t_lat = (num_frames - 1) // tf + 1
+        max_lat = self.transformer.config.frame_embedding
+        if max_lat and t_lat > max_lat:
+            raise InputError(
+                f"this model's frame embedding covers {max_lat} latent frames, i.e. at most {(max_lat - 1) * tf + 1} "
+                f"frames; got num_frames {num_frames}"
+            )
         shape = (b, self.transformer.config.latent_channels, t_lat, height // sf, width // sf)
 
         use_cfg = guidance_scale > 1.0

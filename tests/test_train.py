@@ -560,3 +560,11 @@ def test_trainer_motion_weight_uses_the_weighted_loss(tmp_path, monkeypatch):
     assert len(seen) == 2 and plain[0]["loss"] != pytest.approx(hist[0]["loss"])  # off by default
     with pytest.raises(ConfigError, match="flow.motion_weight must be a number >= 0"):
         tiny_cfg(tmp_path, **{"flow.motion_weight": -1})
+
+
+def test_frame_embedding_trains_from_scratch(tmp_path):
+    """model.architecture.frame_embedding (TransformerConfig.frame_embedding): created zero, then learned."""
+    t, _ = run(tiny_cfg(tmp_path, max_steps=2, **{"model.architecture.frame_embedding": 2}))
+    emb = dict(t.model.named_parameters())["frame_embedding.weight"]
+    assert emb.shape == (2, ARCH["dim"]) and emb.abs().sum() > 0
+    assert json.loads((tmp_path / "run" / "model_config.json").read_text())["frame_embedding"] == 2

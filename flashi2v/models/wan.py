@@ -147,6 +147,32 @@ class Head(nn.Module):
         return F.linear(h, self.head.weight.float(), self.head.bias.float())
 
 
+class FrameEmbedding(nn.Module):
+    """A learned vector per latent-frame index, added to every patch token of that frame (zero at init).
+
+    Not part of Wan or FlashI2V (``TransformerConfig.frame_embedding``, off by default). Wan's RoPE is relative, and
+    FlashI2V gives every frame the same φ(z) and Fourier features, so at σ = 1 the frames of the input are
+    interchangeable: only the attention's edge effects tell a token which frame it is in. This tells it directly.
+    """
+
+    def __init__(self, num_frames: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_frames, dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h: patch embeddings [B, D, f, gh, gw] -> h + weight[t] on latent frame t."""
+        f = h.shape[2]
+        if f > self.weight.shape[0]:
+            raise ValueError(
+                f"the input has {f} latent frames but the model's frame embedding covers {self.weight.shape[0]}; "
+                f"use at most {self.weight.shape[0]} latent frames"
+            )
+        return h + self.weight[:f].to(h.dtype).t()[None, :, :, None, None]
+
+
 class WanTransformer(nn.Module):
     """Wan2.1 DiT. ``WanTransformer(config)`` builds and initialises it; ``device="meta"`` builds without memory.
 
@@ -174,6 +200,7 @@ class WanTransformer(nn.Module):
                 WanBlock(c.dim, c.ffn_dim, c.num_heads, c.qk_norm, c.cross_attn_norm, c.eps) for _ in range(c.num_layers)
             )
             self.head = Head(c.dim, c.out_dim, c.patch_size, c.eps)
+            self.frame_embedding = FrameEmbedding(c.frame_embedding, c.dim) if c.frame_embedding else None
             self._build_branches()
         if torch.device(device or "cpu").type != "meta":
             self.to_empty(device=device or "cpu")
@@ -254,6 +281,8 @@ class WanTransformer(nn.Module):
             raise ValueError(f"t must have one value per sample ({b}), got shape {tuple(t.shape)}")
 
         h = self.embed_patches(x, fourier_features)  # [B, D, f, gh, gw]
+        if self.frame_embedding is not None:
+            h = self.frame_embedding(h)
         grid = tuple(h.shape[2:])
         tokens = h.flatten(2).transpose(1, 2).float().contiguous()  # residual stream in fp32, (f, y, x) order
         if self.cp_group is not None:

@@ -238,6 +238,8 @@ def config_to_diffusers(config: TransformerConfig) -> dict:
     """The diffusers ``WanTransformer3DModel`` constructor kwargs for a T2V :class:`TransformerConfig` (export)."""
     if config.is_flashi2v:
         raise ConfigError("a FlashI2V config has no diffusers equivalent; export the t2v backbone (model_type='t2v')")
+    if config.frame_embedding:
+        raise ConfigError("diffusers' WanTransformer3DModel has no frame embedding; frame_embedding > 0 cannot be exported")
     if not config.qk_norm:
         raise ConfigError("diffusers' WanTransformer3DModel always has qk-norm; qk_norm=False cannot be exported")
     return dict(

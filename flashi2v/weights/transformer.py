@@ -99,6 +99,8 @@ def infer_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = None, *
             qk_norm="blocks.0.self_attn.norm_q.weight" in sd,
             cross_attn_norm="blocks.0.norm3.weight" in sd,
         )
+        if "frame_embedding.weight" in sd:
+            kw["frame_embedding"] = sd["frame_embedding.weight"].shape[0]
     except (KeyError, ValueError, IndexError) as e:
         raise CheckpointError(f"cannot infer the model config from the checkpoint (no {e}); pass a config") from None
     if layers != list(range(len(layers))):

@@ -377,3 +377,15 @@ def test_concat_baseline_pipeline_folders_generate(parts, image, tmp_path, model
     with pytest.raises(InputError, match="pass an image"):
         pipe(None, "x", progress=False)
 
+
+
+def test_frame_embedding_model_generates_within_its_frames_and_refuses_longer(parts, image):
+    from flashi2v.errors import InputError
+
+    vae, text, _, _ = parts
+    model = randomize_(FlashI2VTransformer(TransformerConfig(**TINY, frame_embedding=2)), seed=3)
+    pipe = FlashI2VPipeline(model, vae, text, DEFAULTS)
+    out = pipe(image, "a cat", num_frames=5, seed=0, progress=False)  # 2 latent frames with the 4x temporal VAE
+    assert out.frames.shape[1] == 5
+    with pytest.raises(InputError, match="covers 2 latent frames, i.e. at most 5 frames; got num_frames 9"):
+        pipe(image, "a cat", num_frames=9, seed=0, progress=False)

@@ -125,8 +125,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--eval-clips", type=int, default=36)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)  # a caller's setting (e.g. the test process) is left as it was
 
+
+def run(args) -> dict:
     text_len = 96 if args.captions == "world" else 24
     encoder = MiniLMTextEncoder.from_package(text_len=text_len, hidden_layer=args.hidden_layer)
     empty = encoder.encode([""])[0]

@@ -310,10 +310,12 @@ def test_text_motion_probe_runs_and_its_camera_metric_reads_the_true_pans():
     spec = importlib.util.spec_from_file_location("text_motion_probe", path)
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
+    threads = torch.get_num_threads()
     for captions in ("short", "world"):
         r = probe.main(["--captions", captions, "--steps", "2", "--eval-clips", "9", "--bank", "9", "--frame-embedding"])
         assert r["truth_direction_right"] == 1.0
         assert 0.0 <= r["direction_right"] <= 1.0 and math.isfinite(r["loss_last_100"])
+    assert torch.get_num_threads() == threads  # the probe's --threads does not leak into the caller
     g = torch.Generator().manual_seed(0)
     clips, _, labels = probe.make_clips((torch.zeros(9, 4, 384), torch.arange(9)), 9, g)
     for clip, label in zip(clips, labels):  # a right pan moves the view by 4-8 px to the right, and so on

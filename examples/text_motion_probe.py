@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from flashi2v.config import TransformerConfig
-from flashi2v.flow_matching import TimeSampler, flow_matching_loss, inference_sigmas, interpolate, sigmas_to_timesteps
-from flashi2v.method import TRAINING_CUTOFF_RATIO, image_condition
+from flashi2v.flow_matching import TimeSampler, inference_sigmas
+from flashi2v.method import FlashI2VDenoiser, training_loss
 from flashi2v.models.flashi2v import FlashI2VTransformer
+from flashi2v.samplers import sample_euler
 from flashi2v.text.minilm import MiniLMTextEncoder
 
 T, H, C, CANVAS = 9, 16, 16, 40
@@ -160,12 +161,7 @@ def run(args) -> dict:
         else:
             x0, ctx, _ = make_clips(train_bank, 8, g)
         ctx[torch.rand(8, generator=g) < 0.1] = empty  # text dropout, for guidance
-        cond = image_condition(model, x0[:, :, :1], T, TRAINING_CUTOFF_RATIO, generator=g)
-        sigmas = sampler(x0.shape, generator=g)
-        noise = torch.randn(x0.shape, generator=g)
-        x_t = interpolate(x0, noise, sigmas, shift_latent=cond.shift)
-        pred = model(x_t, sigmas_to_timesteps(sigmas), ctx, fourier_features=cond.fourier_features)
-        loss = flow_matching_loss(pred, x0, noise)
+        loss = training_loss(model, x0, x0[:, :, :1], ctx, time_sampler=sampler, generator=g).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -176,16 +172,9 @@ def run(args) -> dict:
     model.eval()
     ge = torch.Generator().manual_seed(123)
     x0, ctx, labels = make_clips(test_bank, args.eval_clips, ge)
-    cond = image_condition(model, x0[:, :, :1], T, 0.1)
     y = torch.randn(x0.shape, generator=ge)
-    sigmas = inference_sigmas(20, 3.0)
-    both = torch.cat([ctx, empty.expand(len(labels), -1, -1)])
-    with torch.no_grad():
-        for i in range(20):
-            t = sigmas_to_timesteps(sigmas[i]).expand(2 * len(labels))
-            v_c, v_u = model(torch.cat([y, y]) - cond.shift.repeat(2, 1, 1, 1, 1), t, both,
-                             fourier_features=cond.fourier_features.repeat(2, 1, 1, 1, 1)).chunk(2)
-            y = y + (v_u + 3.0 * (v_c - v_u)) * (sigmas[i + 1] - sigmas[i])
+    y = sample_euler(FlashI2VDenoiser(model, x0[:, :, :1], T), y, inference_sigmas(20, 3.0), ctx,
+                     empty.expand(len(labels), -1, -1), guidance_scale=3.0, progress=False)
     shifts = [camera_shift(v) for v in y]
     tail = losses[-100:] or [float("nan")]
     result = dict(

@@ -378,7 +378,6 @@ def test_concat_baseline_pipeline_folders_generate(parts, image, tmp_path, model
         pipe(None, "x", progress=False)
 
 
-
 def test_frame_embedding_model_generates_within_its_frames_and_refuses_longer(parts, image):
     from flashi2v.errors import InputError
 

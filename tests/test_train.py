@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -568,3 +569,18 @@ def test_frame_embedding_trains_from_scratch(tmp_path):
     emb = dict(t.model.named_parameters())["frame_embedding.weight"]
     assert emb.shape == (2, ARCH["dim"]) and emb.abs().sum() > 0
     assert json.loads((tmp_path / "run" / "model_config.json").read_text())["frame_embedding"] == 2
+
+
+def test_latents_that_do_not_fit_the_model_fail_at_start_up(tmp_path):
+    """The data's latent shape is checked against the model before any step: frame embedding too short, a patch
+    size that does not divide the latent grid; each a ConfigError that names the fix, and no run folder written."""
+    from flashi2v.train.trainer import Trainer
+
+    cases = [({"model.architecture.frame_embedding": 1}, "data has 2 latent frames but model.architecture "
+              "frame_embedding covers 1; set frame_embedding >= 2"),
+             ({"data.height": 48, "model.architecture.patch_size": [1, 4, 4]}, "latent height (6) is not divisible"),
+             ({"data.num_frames": 9, "model.architecture.patch_size": [2, 2, 2]}, "latent frames (3) is not divisible")]
+    for over, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Trainer(tiny_cfg(tmp_path, **over))
+        assert not (tmp_path / "run").exists()

@@ -133,6 +133,23 @@ def freeze(model: torch.nn.Module, prefixes: list | None) -> list[str]:
     return [n for n in names if n in frozen]
 
 
+def check_latent_shape(config: TransformerConfig, latent_shape) -> None:
+    """Raise ConfigError at start-up, not at the first step, when the data's latents [C, T, h, w] cannot go through
+    the model: wrong channel count, a size the patch does not divide, more latent frames than a frame embedding has."""
+    c, t, h, w = latent_shape
+    if c != config.out_dim:
+        raise ConfigError(f"the data's latents have {c} channels but the model predicts {config.out_dim}; "
+                          "use the VAE the model was built for, or set model.architecture out_dim")
+    for name, size, patch in (("frames", t, config.patch_size[0]), ("height", h, config.patch_size[1]),
+                              ("width", w, config.patch_size[2])):
+        if size % patch:
+            raise ConfigError(f"the data's latent {name} ({size}) is not divisible by the model's patch size "
+                              f"{tuple(config.patch_size)}; change data.height / data.width / data.num_frames")
+    if config.frame_embedding and t > config.frame_embedding:
+        raise ConfigError(f"the data has {t} latent frames but model.architecture frame_embedding covers "
+                          f"{config.frame_embedding}; set frame_embedding >= {t} or train on fewer frames")
+
+
 def count_tokens(config: TransformerConfig, latent_shape) -> int:
     pt, ph, pw = config.patch_size
     _, t, h, w = latent_shape
@@ -189,6 +206,7 @@ class Trainer:
                                                cfg.seed, cfg.data.shuffle)
         self.loader = BatchLoader(self.source, self.sampler, self.device, cfg.data.num_workers)
         self.step = 0
+        check_latent_shape(self.model_config, self.source.latent_shape)
         self.tokens_per_sample = count_tokens(self.model_config, self.source.latent_shape)
         self._tb = None
         self._sampler_pipe = None

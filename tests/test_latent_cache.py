@@ -234,3 +234,81 @@ def test_cli_bench_reliance_with_swapped_words(setup, tmp_path, capsys):
     assert main(["bench", "reliance", "--model", str(corrupt), "--cache", str(setup["full"]),
                  "--swap-words", "cat=dog"]) != 0
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_every_caption_is_cached_and_training_draws_one_per_epoch(setup, tmp_path):
+    """A meta entry whose ``cap`` is a list: every caption is encoded (same states as encoding it alone), the
+    latents are those of the one-caption cache, and LatentCacheSource draws a caption per (seed, epoch, index):
+    different epochs see different captions, and the same arguments draw the same ones (exact resume)."""
+    from flashi2v.text import MiniLMTextEncoder
+    from flashi2v.train.data import LatentCacheSource
+
+    metas = [dict(m) for m in setup["metas"]]
+    metas[0]["cap"] = ["a red ball rolls", "a ball", "the red ball rolls to the left"]
+    metas[4]["cap"] = ["a dog runs across a long field", "a dog"]
+    db = tmp_path / "filtered_samples_5.lmdb"
+    write_lmdb(metas, db)
+    out = tmp_path / "multi"
+    m = encode_cache(db, setup["model"], out, **ARGS)
+    assert m["format_version"] == 2 and m["num_samples"] == 4
+    ds, single = LatentCacheDataset(out), LatentCacheDataset(setup["full"])
+    assert [len(c) for c in ds.all_captions()] == [3, 1, 1, 2] and ds.captions() == single.captions()
+    enc = MiniLMTextEncoder.from_package(text_len=16)
+    for i in range(len(ds)):
+        ref = single[i]
+        assert ds[i]["caption"] == ref["caption"] and ds[i]["text_len"] == ref["text_len"]
+        torch.testing.assert_close(ds[i]["text_emb"], ref["text_emb"])
+        for k, cap in enumerate(ds[i]["captions"]):
+            it = ds.get(i, k)
+            emb, n = enc.encode([cap])
+            assert it["caption"] == cap and it["text_len"] == int(n[0]) and it["num_captions"] == len(ds[i]["captions"])
+            torch.testing.assert_close(it["text_emb"], emb[0], atol=1e-5, rtol=1e-5)
+            assert torch.equal(it["latents"], ref["latents"]) and torch.equal(it["first_frame_latents"],
+                                                                              ref["first_frame_latents"])
+
+    src = LatentCacheSource(str(out), 16, 384, seed=5)
+    draws = [src.batch([0, 3, 1], torch.device("cpu"), epoch=e).captions for e in range(16)]
+    assert {d[0] for d in draws} == set(metas[0]["cap"]) and {d[1] for d in draws} == set(metas[4]["cap"])
+    assert {d[2] for d in draws} == {metas[1]["cap"]}
+    again = LatentCacheSource(str(out), 16, 384, seed=5)
+    assert [again.batch([0, 3, 1], torch.device("cpu"), epoch=e).captions for e in range(16)] == draws
+    b = src.batch([0], torch.device("cpu"), epoch=2)
+    torch.testing.assert_close(b.text_emb[0], ds.get(0, metas[0]["cap"].index(b.captions[0]))["text_emb"])
+
+
+def test_a_version_1_cache_still_reads(setup, tmp_path):
+    """Caches written before captions lists were kept (format_version 1: no num_captions) read as one caption each."""
+    import shutil
+
+    from flashi2v.weights.io import read_safetensors, save_safetensors
+    from safetensors import safe_open
+
+    old = tmp_path / "v1"
+    shutil.copytree(setup["full"], old)
+    for f in old.glob("shard_*.safetensors"):
+        with safe_open(str(f), framework="pt") as h:
+            meta = h.metadata()
+        t = read_safetensors(f)
+        del t["num_captions"]
+        save_safetensors(t, f, metadata=dict(captions=json.dumps([c[0] for c in json.loads(meta["captions"])])))
+    m = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps(dict(m, format_version=1)))
+    a, b = LatentCacheDataset(old), LatentCacheDataset(setup["full"])
+    for i in range(len(b)):
+        x, y = a[i], b[i]
+        assert x["caption"] == y["caption"] and x["captions"] == [y["caption"]] and x["num_captions"] == 1
+        assert torch.equal(x["text_emb"], y["text_emb"]) and torch.equal(x["latents"], y["latents"])
+
+
+def test_video_dataset_draws_per_epoch_without_changing_its_epoch(setup):
+    """FlashI2VVideoDataset.get(i, epoch) = set_epoch(epoch); ds[i] without touching ds.epoch (loader threads)."""
+    metas = [dict(m, cap=[f"caption {k}" for k in range(6)]) for m in setup["metas"] if m["cap"] != "broken"]
+    ds = FlashI2VVideoDataset(metas, height=H, width=W, sample_num_frames=NF, train_fps=FPS, text_drop_ratio=0.0,
+                              seed=3)
+    got = [ds.get(0, e)["caption"] for e in range(8)]
+    assert ds.epoch == 0 and len(set(got)) > 1
+    for e in (0, 5):
+        ref = FlashI2VVideoDataset(metas, height=H, width=W, sample_num_frames=NF, train_fps=FPS, text_drop_ratio=0.0,
+                                   seed=3)
+        ref.set_epoch(e)
+        assert ref[0]["caption"] == got[e] and torch.equal(ref[0]["video"], ds.get(0, e)["video"])

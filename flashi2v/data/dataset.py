@@ -34,7 +34,7 @@ from ..media.image import center_crop_resize, to_model_range, validate_size
 from .buckets import Buckets, meta_size
 from .video_reader import ClipError, TooShortError, read_frames
 
-__all__ = ["FlashI2VVideoDataset", "frame_indices"]
+__all__ = ["FlashI2VVideoDataset", "frame_indices", "meta_captions"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,18 @@ def frame_indices(fps: float, train_fps: float, start: int, num_frames: int) -> 
     if interval < 1:
         raise ClipError(f"clip fps {fps:g} is below train_fps {train_fps:g}; it cannot be resampled", "low_fps")
     return np.arange(start, start + num_frames, interval).astype(np.int64)
+
+
+def meta_captions(meta: Dict[str, Any]) -> List[str]:
+    """Every caption of a meta entry: ``cap`` as a one-item list, or the list itself (:class:`ClipError` if neither)."""
+    cap = meta.get("cap")
+    caps = list(cap) if isinstance(cap, (list, tuple)) else [cap]
+    if not caps:
+        raise ClipError("meta entry has an empty caption list", "bad_meta")
+    for c in caps:
+        if not isinstance(c, str):
+            raise ClipError(f"meta entry has no caption string (cap={cap!r})", "bad_meta")
+    return caps
 
 
 class FlashI2VVideoDataset(Dataset):
@@ -129,8 +141,8 @@ class FlashI2VVideoDataset(Dataset):
 
     # ------------------------------------------------------------------------------------------------------------
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, index])
+    def _rng(self, index: int, epoch: Optional[int] = None) -> np.random.Generator:
+        return np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch if epoch is None else int(epoch), index])
 
     def _candidates(self, index: int) -> List[int]:
         """The requested index, then the following ones (cyclic) in the same bucket, ``max_attempts`` at most."""
@@ -153,13 +165,18 @@ class FlashI2VVideoDataset(Dataset):
             logger.warning("skipping clip %d (%s): %s (further '%s' skips are only counted)", index, reason, err, reason)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
+        return self.get(index)
+
+    def get(self, index: int, epoch: Optional[int] = None) -> Dict[str, Any]:
+        """``self[index]`` with the draws of ``epoch`` (default: :attr:`epoch`) without changing :attr:`epoch`, so
+        loader threads can load samples of different epochs at once."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} clips")
         index %= len(self)
         errors = []
         for j in self._candidates(index):
             try:
-                return self.load(j)
+                return self.load(j, epoch)
             except ClipError as e:
                 self._skip(j, e)
                 errors.append(f"{j}: {e.reason}")
@@ -168,10 +185,10 @@ class FlashI2VVideoDataset(Dataset):
             f"see dataset.skip_counts {self.skip_counts}"
         )
 
-    def load(self, index: int) -> Dict[str, Any]:
+    def load(self, index: int, epoch: Optional[int] = None) -> Dict[str, Any]:
         """Load meta entry ``index`` without skipping (raises :class:`ClipError` if it cannot be used)."""
         meta = self.metas[index]
-        rng = self._rng(index)
+        rng = self._rng(index, epoch)
         caption = self._caption(meta, rng)
         try:
             path = meta["path"]
@@ -197,13 +214,8 @@ class FlashI2VVideoDataset(Dataset):
         return dict(video=video, first_frame=video[:, :1].clone(), caption=caption, index=index)
 
     def _caption(self, meta: Dict[str, Any], rng: np.random.Generator) -> str:
-        cap = meta.get("cap")
-        if isinstance(cap, (list, tuple)):
-            if not cap:
-                raise ClipError("meta entry has an empty caption list", "bad_meta")
-            cap = cap[int(rng.integers(0, len(cap)))]
-        if not isinstance(cap, str):
-            raise ClipError(f"meta entry has no caption string (cap={cap!r})", "bad_meta")
+        caps = meta_captions(meta)
+        cap = caps[int(rng.integers(0, len(caps)))] if isinstance(meta.get("cap"), (list, tuple)) else caps[0]
         if rng.random() < self.text_drop_ratio:
             return ""
         return cap

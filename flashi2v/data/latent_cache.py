@@ -10,9 +10,11 @@
       shard_000001.safetensors      ...
 
 A shard holds ``latents [n, 16, T, h, w]`` (float32, ``vae.encode`` of the clip), ``first_frame_latents
-[n, 16, 1, h, w]`` (the first frame encoded alone, as the official training code), ``text_emb [sum(text_len), D]``
-(each caption's embedding trimmed to its length, concatenated), ``text_len [n]``, ``index [n]`` (LMDB index), and the
-captions as JSON in the file metadata. Shard ``k`` always covers LMDB indices ``[k*S, (k+1)*S)``, so a run is
+[n, 16, 1, h, w]`` (the first frame encoded alone, as the official training code), ``num_captions [n]`` (a meta
+entry's ``cap`` may be a list: *every* caption is encoded, and training draws one per epoch, as training on the videos
+does), ``text_emb [sum(text_len), D]`` (each caption's embedding trimmed to its length, concatenated, sample by
+sample), ``text_len [sum(num_captions)]``, ``index [n]`` (LMDB index), and the captions as JSON (one list per sample)
+in the file metadata. Shard ``k`` always covers LMDB indices ``[k*S, (k+1)*S)``, so a run is
 resumable: every file is written under a temporary name and renamed when complete, and ``manifest.json`` is rewritten
 atomically after each shard; rerunning with the same arguments skips the listed shards. Every draw (the frame window)
 comes from the dataset's per-sample generator seeded by ``--seed``, so a resumed run equals an uninterrupted one.
@@ -41,7 +43,8 @@ __all__ = ["CACHE_FORMAT", "LatentCacheDataset", "encode_cache", "shard_name"]
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "flashi2v-latent-cache"
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: every caption of a sample (1: one caption, still read)
+READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 EMPTY_PROMPT_NAME = "empty_prompt.safetensors"
 
@@ -75,7 +78,7 @@ def _read_manifest(cache_dir: Path) -> Optional[dict]:
         raise InputError(f"{path} is unreadable ({e}); delete the cache folder and run `flashi2v data encode` again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
         raise InputError(f"{path} is not a flashi2v latent cache manifest; pass a folder written by `flashi2v data encode`")
-    if manifest.get("format_version") != CACHE_FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise InputError(f"{path} has format_version {manifest.get('format_version')!r}, this code reads "
                          f"{CACHE_FORMAT_VERSION}; re-encode the cache with this version of flashi2v")
     return manifest
@@ -204,7 +207,9 @@ class _ShardEncoder:
     def __init__(self, state: dict):
         from ..text import load_text_encoder
         from ..vae import WanVAE
-        from .dataset import FlashI2VVideoDataset
+        from .dataset import FlashI2VVideoDataset, meta_captions
+
+        self.meta_captions = meta_captions
 
         c = state["config"]
         self.metas, self.shard_size, self.out = state["metas"], c["shard_size"], Path(state["out"])
@@ -229,17 +234,22 @@ class _ShardEncoder:
                 continue
             latents.append(self.vae.encode(item["video"].unsqueeze(0)).cpu())
             firsts.append(self.vae.encode(item["first_frame"].unsqueeze(0)).cpu())  # the first frame alone (official)
-            captions.append(item["caption"])
+            captions.append(self.meta_captions(self.metas[i]))
             indices.append(i)
         entry = dict(shard=k, file=None, start=start, stop=stop, num_samples=len(indices), skip_counts=skips)
         shape = None
         if indices:
-            emb, lengths = self.text_encoder.encode(captions)
-            lengths = lengths.cpu().long()
-            emb = emb.cpu()
-            text = torch.cat([emb[j, : int(n)] for j, n in enumerate(lengths)])
+            flat = [c for caps in captions for c in caps]
+            embs, lens = [], []
+            for b in range(0, len(flat), 64):
+                e, n = self.text_encoder.encode(flat[b:b + 64])
+                embs.append(e.cpu())
+                lens.append(n.cpu().long())
+            lengths = torch.cat(lens)
+            text = torch.cat([e[j, : int(n)] for e, ns in zip(embs, lens) for j, n in enumerate(ns)])
             tensors = dict(latents=torch.cat(latents), first_frame_latents=torch.cat(firsts), text_emb=text,
-                           text_len=lengths, index=torch.tensor(indices, dtype=torch.int64))
+                           text_len=lengths, num_captions=torch.tensor([len(c) for c in captions], dtype=torch.int64),
+                           index=torch.tensor(indices, dtype=torch.int64))
             _atomic_save(tensors, self.out / shard_name(k), metadata={"captions": json.dumps(captions)})
             entry["file"] = shard_name(k)
             shape = list(tensors["latents"].shape[1:])
@@ -276,8 +286,8 @@ class LatentCacheDataset(Dataset):
     """Torch dataset over a cache written by :func:`encode_cache`.
 
     Item: ``dict(latents [16, T, h, w], first_frame_latents [16, 1, h, w], text_emb [text_len, D] (zero rows past
-    ``text_len``; trimmed to ``text_len`` rows with ``pad_text=False``), text_len (int), caption (str), index (LMDB
-    index))``. :attr:`empty_text_emb` / :attr:`empty_text_len` hold the embedding of ``""`` (same layout) for text
+    ``text_len``; trimmed to ``text_len`` rows with ``pad_text=False``), text_len (int), caption (str), captions (all
+    of the sample's captions), num_captions, index (LMDB index))``; ``self[i]`` gives caption 0, :meth:`get` another. :attr:`empty_text_emb` / :attr:`empty_text_len` hold the embedding of ``""`` (same layout) for text
     dropout at training time. Shards are opened per item (memory-mapped), so the dataset pickles to DataLoader workers.
     """
 
@@ -314,13 +324,17 @@ class LatentCacheDataset(Dataset):
         return self.offsets[-1]
 
     def captions(self) -> List[str]:
-        """Every sample's caption in index order, from the shards' metadata (no tensor is read)."""
+        """Every sample's (first) caption in index order, from the shards' metadata (no tensor is read)."""
+        return [caps[0] for caps in self.all_captions()]
+
+    def all_captions(self) -> List[List[str]]:
+        """Every sample's list of captions in index order (one each in a version-1 cache)."""
         from safetensors import safe_open
 
-        out: List[str] = []
+        out: List[List[str]] = []
         for name, _ in self.shards:
             with safe_open(str(self.cache_dir / name), framework="pt") as f:
-                out += json.loads(f.metadata()["captions"])
+                out += [c if isinstance(c, list) else [c] for c in json.loads(f.metadata()["captions"])]
         return out
 
     def _pad(self, emb: torch.Tensor) -> torch.Tensor:
@@ -329,6 +343,11 @@ class LatentCacheDataset(Dataset):
         return torch.cat([emb, emb.new_zeros(self.text_len_max - emb.shape[0], emb.shape[1])])
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
+        return self.get(index)
+
+    def get(self, index: int, caption: int | Callable[[int, int], int] = 0) -> Dict[str, Any]:
+        """Item ``index`` with its caption number ``caption`` (or ``caption(index, num_captions)``; an int beyond
+        the sample's count wraps around). The item also holds ``captions`` (all of them) and ``num_captions``."""
         import bisect
 
         from safetensors import safe_open
@@ -341,15 +360,23 @@ class LatentCacheDataset(Dataset):
         j = index - self.offsets[s]
         path = self.cache_dir / self.shards[s][0]
         with safe_open(str(path), framework="pt") as f:
+            counts = f.get_tensor("num_captions") if "num_captions" in f.keys() else None
+            first = int(counts[:j].sum()) if counts is not None else j  # this sample's first caption
+            count = int(counts[j]) if counts is not None else 1
+            k = (caption(index, count) if callable(caption) else int(caption)) % count
             lengths = f.get_tensor("text_len")
-            begin = int(lengths[:j].sum())
-            length = int(lengths[j])
+            begin = int(lengths[: first + k].sum())
+            length = int(lengths[first + k])
+            caps = json.loads(f.metadata()["captions"])[j]
+            caps = caps if isinstance(caps, list) else [caps]
             item = dict(
                 latents=f.get_slice("latents")[j : j + 1][0].clone(),
                 first_frame_latents=f.get_slice("first_frame_latents")[j : j + 1][0].clone(),
                 text_emb=self._pad(f.get_slice("text_emb")[begin : begin + length].clone()),
                 text_len=length,
-                caption=json.loads(f.metadata()["captions"])[j],
+                caption=caps[k],
+                captions=caps,
+                num_captions=count,
                 index=int(f.get_tensor("index")[j]),
             )
         return item

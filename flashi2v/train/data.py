@@ -80,12 +80,16 @@ class BatchSource:
     num_samples: int
     latent_shape: tuple  # [C, T, h, w] of one sample (known after the first batch for videos)
 
-    def batch(self, indices: list[int], device: torch.device) -> Batch:
+    def batch(self, indices: list[int], device: torch.device, epoch: int = 0) -> Batch:
+        """The samples ``indices`` of data epoch ``epoch`` (per-epoch draws: caption choice, frame window)."""
         raise NotImplementedError
 
 
 class LatentCacheSource(BatchSource):
-    def __init__(self, path: str, text_len: int, text_dim: int):
+    """A latent cache. A sample with several captions gets one drawn per (seed, epoch, index): every epoch may see
+    another caption, and a resumed run draws the same ones."""
+
+    def __init__(self, path: str, text_len: int, text_dim: int, seed: int = 0):
         from ..data.latent_cache import LatentCacheDataset
 
         self.ds = LatentCacheDataset(path, pad_text=True)
@@ -94,6 +98,7 @@ class LatentCacheSource(BatchSource):
             raise InputError(f"the latent cache {path} holds {m['text_dim']}-d text states but the model expects "
                              f"text_dim {text_dim}; encode the cache with the model's text encoder")
         self.text_len = int(text_len)
+        self.seed = int(seed)
         self.num_samples = len(self.ds)
         self.latent_shape = tuple(self.ds[0]["latents"].shape)
         self.empty = self._fit(self.ds.empty_text_emb)
@@ -104,8 +109,16 @@ class LatentCacheSource(BatchSource):
             emb = torch.cat([emb, emb.new_zeros(self.text_len - emb.shape[0], emb.shape[1])])
         return emb
 
-    def batch(self, indices, device):
-        items = [self.ds[i] for i in indices]
+    def _pick(self, epoch: int):
+        def pick(index: int, count: int) -> int:
+            if count == 1:
+                return 0
+            g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
+            return int(torch.randint(0, count, (), generator=g))
+        return pick
+
+    def batch(self, indices, device, epoch: int = 0):
+        items = [self.ds.get(i, self._pick(epoch)) for i in indices]
         return Batch(
             latents=torch.stack([it["latents"] for it in items]).float().to(device),
             first_frame_latents=torch.stack([it["first_frame_latents"] for it in items]).float().to(device),
@@ -124,7 +137,7 @@ class RandomSource(BatchSource):
         self.num_samples, self.latent_shape = int(num_samples), tuple(latent_shape)
         self.text_len, self.text_dim, self.seed = int(text_len), int(text_dim), int(seed)
 
-    def batch(self, indices, device):
+    def batch(self, indices, device, epoch: int = 0):  # a sample is the same tensors in every epoch
         lat, txt = [], []
         for i in indices:
             g = torch.Generator().manual_seed(sample_seed(self.seed, 7, i))
@@ -169,8 +182,8 @@ class VideoSource(BatchSource):
         return emb
 
     @torch.no_grad()
-    def batch(self, indices, device):
-        items = [self.ds[i] for i in indices]
+    def batch(self, indices, device, epoch: int = 0):
+        items = [self.ds.get(i, epoch) for i in indices]
         video = torch.stack([it["video"] for it in items]).to(device)
         latents = self.vae.encode(video).float()
         first = self.vae.encode(video[:, :, :1]).float()
@@ -185,7 +198,7 @@ class VideoSource(BatchSource):
 def build_source(cfg, model_config, device: torch.device) -> BatchSource:
     d = cfg.data
     if d.source == "latent_cache":
-        src: Any = LatentCacheSource(d.path, model_config.text_len, model_config.text_dim)
+        src: Any = LatentCacheSource(d.path, model_config.text_len, model_config.text_dim, cfg.seed)
     elif d.source == "random":
         for name, m in (("height", 16), ("width", 16)):
             if getattr(d, name) % m:
@@ -218,19 +231,20 @@ class BatchLoader:
 
     def _submit(self) -> None:
         indices = self.sampler.next_indices()
-        after = self.sampler.state_dict()
+        after = self.sampler.state_dict()  # its epoch is the one these indices were drawn in
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="flashi2v-data")
-        self._queue.append((self._pool.submit(self.source.batch, indices, self.device), after))
+        self._queue.append((self._pool.submit(self.source.batch, indices, self.device, after["epoch"]), after))
 
     def __iter__(self):
         return self
 
     def __next__(self) -> Batch:
         if self.num_workers == 0:
-            batch = self.source.batch(self.sampler.next_indices(), self.device)
+            indices = self.sampler.next_indices()
+            batch = self.source.batch(indices, self.device, self.sampler.epoch)
             self._consumed = self.sampler.state_dict()
             return batch
         while len(self._queue) < self.num_workers + 1:

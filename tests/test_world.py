@@ -59,6 +59,31 @@ def test_same_seed_same_video_and_gt_different_seed_differs():
     assert {k: v for k, v in m.items() if k != "captions"} == {k: v for k, v in a.items() if k != "captions"}
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_focused_captions_state_one_element_each(seed):
+    """focused=True adds one caption per element (camera, each object, lighting) after the full ones, which do not
+    change; each object's caption names that object and its motion word, and no other object."""
+    from flashi2v.world.captions import DIRECTION_PHRASES
+
+    full = sample_scene(seed, "train", num_captions=2)
+    s = sample_scene(seed, "train", num_captions=2, focused=True)
+    assert s["captions"] == full["captions"] and {k: v for k, v in s.items() if k != "focused_captions"} == full
+    foc = s["focused_captions"]
+    lit = s["lighting"]["type"] != "none"
+    assert len(foc) == 1 + len(s["objects"]) + lit and all(c[:1].isupper() and c.endswith(".") for c in foc)
+    cam = s["camera"]
+    if cam["motion"] == "pan":
+        assert any(p in foc[0] for p in DIRECTION_PHRASES[cam["direction"]])
+    assert "camera" in foc[0] or "shot" in foc[0] or "zoom" in foc[0]
+    for j, o in enumerate(s["objects"]):
+        text = foc[1 + j].lower()
+        assert o["color"] in text and o["shape"] in text
+        assert not any(f"{q['color']} " in text and q["shape"] in text and (q["color"], q["shape"]) != (o["color"], o["shape"])
+                       for q in s["objects"])
+        if o["motion"] in ("linear", "bounce"):
+            assert any(p in text for p in DIRECTION_PHRASES[o["direction"]])
+
+
 def test_train_and_test_are_different_scenes(scenes):
     def strip(s):
         return {k: v for k, v in s.items() if k != "split"}
@@ -270,6 +295,13 @@ def test_written_dataset_is_read_by_the_data_pipeline(tmp_path):
                           num_captions=2, overwrite=True)
     m = load_meta_json(small.meta_path)[0]
     assert isinstance(m["cap"], list) and len(m["cap"]) == 2 and m["num_frames"] == 5
+    focused = write_dataset(tmp_path / "focused", "test", num_clips=1, seed=2, num_frames=5, height=64, width=96,
+                            fps=8, focused_captions=True)
+    scene = sample_scene(2, "test", num_frames=5, height=64, width=96, fps=8, focused=True)
+    assert load_meta_json(focused.meta_path)[0]["cap"] == [scene["caption"]] + scene["focused_captions"]
+    import shutil
+
+    shutil.rmtree(tmp_path / "focused")
     frames, fps = read_video(out / m["path"])
     assert tuple(frames.shape) == (5, 64, 96, 3) and fps == 8.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]
@@ -320,3 +352,9 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path, capsys):
         pytest.skip("`flashi2v world` is not wired into flashi2v.cli yet")
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("flashi2v world: error:") and "\n" not in err
+    args = _world_parser().parse_args(["world", "--out", str(tmp_path / "f"), "--num", "1", "--workers", "1",
+                                       "--frames", "5", "--size", "64", "--captions", "2", "--focused-captions"])
+    assert args.func(args) == 0
+    cap = json.loads((tmp_path / "f" / "meta.json").read_text())[0]["cap"]
+    scene = sample_scene(0, "train", num_frames=5, height=64, width=64, num_captions=2, focused=True)
+    assert cap == scene["captions"] + scene["focused_captions"]

@@ -130,6 +130,21 @@ def make_caption(scene: dict, rng: np.random.Generator) -> str:
     return text + (f", while {light}." if light else ".")
 
 
+def focused_captions(scene: dict, rng: np.random.Generator) -> List[str]:
+    """Captions that each state *one* thing: the camera over the background, then every object's motion, then the
+    lighting change (when there is one), e.g. ``["The camera pans left over a cat.", "A red square falls and
+    bounces."]``.
+
+    A training aid, not a description of the clip: each leaves the rest of it unsaid. In a full caption a direction
+    word sits among up to three others, and a small model has to learn which noun it belongs to; a focused caption
+    pairs one noun with one motion (see docs/default_model.md).
+    """
+    out = [_cap(camera_phrase(scene["camera"], background_phrase(scene["background"], rng), rng)) + "."]
+    out += [_cap(object_phrase(o, rng)) + "." for o in scene["objects"]]
+    light = _pick(rng, LIGHTING_PHRASES[scene["lighting"]["type"]])
+    return out + ([_cap(light) + "."] if light else [])
+
+
 def make_captions(scene: dict, rng: np.random.Generator, n: int = 1) -> List[str]:
     """``n`` captions of ``scene`` (distinct when the templates allow it within a few tries)."""
     out: List[str] = []

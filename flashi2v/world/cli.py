@@ -32,6 +32,9 @@ def register(subparsers):
     p.add_argument("--fps", type=float, default=16.0, help="frame rate (default 16)")
     p.add_argument("--workers", type=int, default=None, help="render processes (default: CPU count)")
     p.add_argument("--captions", type=int, default=1, help="captions per clip; >1 stores a list (default 1)")
+    p.add_argument("--focused-captions", action="store_true",
+                   help="also store one caption per element (camera, each object, lighting) in each clip's caption "
+                        "list: a training aid for binding motion words to what they move")
     p.add_argument("--crf", type=int, default=None, help="H.264 CRF 0..51 (default 20)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing world dataset at --out")
     p.set_defaults(func=cmd_world)
@@ -63,7 +66,8 @@ def cmd_world(args) -> int:
         raise InputError(f"--crf must be from 0 (lossless) to 51, got {args.crf}")
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     ds = write_dataset(args.out, args.split, args.num, args.seed, num_frames=args.frames, height=height, width=width,
-                       fps=args.fps, workers=workers, num_captions=args.captions, crf=args.crf,
+                       fps=args.fps, workers=workers, num_captions=args.captions,
+                       focused_captions=args.focused_captions, crf=args.crf,
                        overwrite=args.overwrite, progress=True)
     print(ds.summary())
     return 0

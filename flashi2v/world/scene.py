@@ -327,13 +327,15 @@ def _sample_lighting(rng, T: int) -> dict:
 # public
 # ----------------------------------------------------------------------------------------------------------------
 def sample_scene(seed: int, split: str = "train", *, num_frames: int = 17, height: int = 128, width: int = 128,
-                 fps: float = 16, num_captions: int = 1) -> dict:
+                 fps: float = 16, num_captions: int = 1, focused: bool = False) -> dict:
     """Sample the scene of ``seed`` in ``split`` (deterministic: the same arguments give the same dict).
 
     The scene RNG is seeded with ``(split code, seed)``; captions use a separate child stream, so ``num_captions``
-    does not change the scene. ``scene["caption"]`` is the first of ``scene["captions"]``.
+    does not change the scene. ``scene["caption"]`` is the first of ``scene["captions"]``. ``focused`` adds
+    ``scene["focused_captions"]`` (:func:`~flashi2v.world.captions.focused_captions`, drawn after the full ones, so
+    those do not change).
     """
-    from .captions import make_captions
+    from .captions import focused_captions, make_captions
 
     seed = check_seed(seed)
     sp = get_split(split)
@@ -350,7 +352,10 @@ def sample_scene(seed: int, split: str = "train", *, num_frames: int = 17, heigh
         "width": width, "fps": fps, "background": background, "camera": camera, "objects": objects,
         "lighting": lighting,
     }
-    captions = make_captions(scene, np.random.default_rng(caption_ss), num_captions)
+    caption_rng = np.random.default_rng(caption_ss)
+    captions = make_captions(scene, caption_rng, num_captions)
     scene["caption"] = captions[0]
     scene["captions"] = captions
+    if focused:
+        scene["focused_captions"] = focused_captions(scene, caption_rng)
     return scene

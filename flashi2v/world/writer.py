@@ -90,11 +90,12 @@ def _make_clip(job: tuple):
     from ..media.video import write_video
     from .render import render
 
-    index, seed, split, T, H, W, fps, num_captions, crf, preset, root, rel = job
-    scene = sample_scene(seed, split, num_frames=T, height=H, width=W, fps=fps, num_captions=num_captions)
+    index, seed, split, T, H, W, fps, num_captions, focused, crf, preset, root, rel = job
+    scene = sample_scene(seed, split, num_frames=T, height=H, width=W, fps=fps, num_captions=num_captions,
+                         focused=focused)
     frames, gt = render(scene, supersample=SUPERSAMPLE, background_supersample=BACKGROUND_SUPERSAMPLE)
     write_video(frames, Path(root) / rel, fps=fps, crf=crf, preset=preset)
-    cap = gt["caption"] if num_captions == 1 else list(gt["captions"])
+    cap = gt["caption"] if num_captions == 1 and not focused else list(gt["captions"]) + scene.get("focused_captions", [])
     meta = {"path": rel, "cap": cap, "resolution": {"height": H, "width": W}, "fps": fps, "num_frames": T}
     entry = {"index": index, "path": rel}
     entry.update(gt)
@@ -121,12 +122,14 @@ def _filter_yaml(ann: Path, T: int, H: int, W: int, fps: float) -> str:
 
 def write_dataset(out_dir: Union[str, os.PathLike], split: str = "train", num_clips: int = 100, seed: int = 0, *,
                   num_frames: int = 17, height: int = 128, width: int = 128, fps: float = 16, workers: int = 1,
-                  num_captions: int = 1, crf: Optional[int] = None, preset: str = "medium", overwrite: bool = False,
+                  num_captions: int = 1, focused_captions: bool = False, crf: Optional[int] = None, preset: str = "medium", overwrite: bool = False,
                   progress: bool = False) -> WorldDataset:
     """Render clips ``seed .. seed + num_clips - 1`` of ``split`` into ``out_dir`` (atomically).
 
     ``workers`` processes render and encode in parallel (the output does not depend on it). ``num_captions > 1``
-    stores a list of captions per clip in the meta JSON (the dataset picks one at random). ``crf``/``preset`` go to
+    stores a list of captions per clip in the meta JSON (the dataset picks one at random). ``focused_captions`` appends
+    :func:`~flashi2v.world.captions.focused_captions` to that list (camera, each object, lighting: one thing each), so
+    full captions are ``num_captions / (num_captions + 1 + objects + lighting)`` of the draws. ``crf``/``preset`` go to
     :func:`flashi2v.media.write_video` (default CRF 20, preset medium). An existing ``out_dir`` is an error unless
     ``overwrite`` (then it must be an earlier world dataset or empty; it is replaced only on success).
     """
@@ -148,7 +151,8 @@ def write_dataset(out_dir: Union[str, os.PathLike], split: str = "train", num_cl
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:10]}.partial")
     digits = max(6, len(str(num_clips - 1)))
-    jobs = [(i, seed + i, sp.name, num_frames, height, width, fps, num_captions, crf, preset, str(tmp),
+    jobs = [(i, seed + i, sp.name, num_frames, height, width, fps, num_captions, bool(focused_captions), crf, preset,
+             str(tmp),
              f"videos/{i:0{digits}d}.mp4") for i in range(num_clips)]
     metas, clips = [], []
     try:

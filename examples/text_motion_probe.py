@@ -187,13 +187,13 @@ def run(args) -> dict:
     y = sample_euler(FlashI2VDenoiser(model, x0[:, :, :1], T), y, inference_sigmas(20, 3.0), ctx,
                      empty.expand(len(labels), -1, -1), guidance_scale=3.0, progress=False)
     shifts = [camera_shift(v) for v in y]
+    right = [direction_right(s, int(lab)) for s, lab in zip(shifts, labels)]
+    pans = [r for r, lab in zip(right, labels) if NAMES[int(lab)] != "still"]
     tail = losses[-100:] or [float("nan")]
     result = dict(
         captions=args.captions, hidden_layer=args.hidden_layer, frame_embedding=args.frame_embedding,
         steps=args.steps, pool=args.pool, mix_short=args.mix_short,
-        direction_right=sum(direction_right(s, int(lab)) for s, lab in zip(shifts, labels)) / len(labels),
-        pans_right=f"{sum(direction_right(s, int(lab)) for s, lab in zip(shifts, labels) if NAMES[int(lab)] != 'still')}"
-                   f"/{sum(NAMES[int(lab)] != 'still' for lab in labels)}",
+        direction_right=sum(right) / len(right), pans_right=f"{sum(pans)}/{len(pans)}",
         mean_shift_px=sum(math.hypot(*s) for s in shifts) / len(shifts),
         truth_direction_right=sum(direction_right(camera_shift(v), int(lab)) for v, lab in zip(x0, labels)) / len(labels),
         loss_last_100=sum(tail) / len(tail), train_s_per_step=train_s / max(args.steps, 1),

@@ -80,7 +80,8 @@ def _read_manifest(cache_dir: Path) -> Optional[dict]:
         raise InputError(f"{path} is not a flashi2v latent cache manifest; pass a folder written by `flashi2v data encode`")
     if manifest.get("format_version") not in READABLE_VERSIONS:
         raise InputError(f"{path} has format_version {manifest.get('format_version')!r}, this code reads "
-                         f"{CACHE_FORMAT_VERSION}; re-encode the cache with this version of flashi2v")
+                         f"{' or '.join(map(str, READABLE_VERSIONS))}; re-encode the cache with this version of "
+                         "flashi2v")
     return manifest
 
 
@@ -207,9 +208,7 @@ class _ShardEncoder:
     def __init__(self, state: dict):
         from ..text import load_text_encoder
         from ..vae import WanVAE
-        from .dataset import FlashI2VVideoDataset, meta_captions
-
-        self.meta_captions = meta_captions
+        from .dataset import FlashI2VVideoDataset
 
         c = state["config"]
         self.metas, self.shard_size, self.out = state["metas"], c["shard_size"], Path(state["out"])
@@ -221,6 +220,7 @@ class _ShardEncoder:
         self.text_encoder = load_text_encoder(Path(c["model"]) / "text_encoder", device=dev)
 
     def __call__(self, k: int) -> tuple:
+        from .dataset import meta_captions
         from .video_reader import ClipError
 
         start, stop = k * self.shard_size, min((k + 1) * self.shard_size, len(self.metas))
@@ -234,21 +234,20 @@ class _ShardEncoder:
                 continue
             latents.append(self.vae.encode(item["video"].unsqueeze(0)).cpu())
             firsts.append(self.vae.encode(item["first_frame"].unsqueeze(0)).cpu())  # the first frame alone (official)
-            captions.append(self.meta_captions(self.metas[i]))
+            captions.append(meta_captions(self.metas[i]))
             indices.append(i)
         entry = dict(shard=k, file=None, start=start, stop=stop, num_samples=len(indices), skip_counts=skips)
         shape = None
         if indices:
             flat = [c for caps in captions for c in caps]
-            embs, lens = [], []
-            for b in range(0, len(flat), 64):
-                e, n = self.text_encoder.encode(flat[b:b + 64])
-                embs.append(e.cpu())
-                lens.append(n.cpu().long())
-            lengths = torch.cat(lens)
-            text = torch.cat([e[j, : int(n)] for e, ns in zip(embs, lens) for j, n in enumerate(ns)])
-            tensors = dict(latents=torch.cat(latents), first_frame_latents=torch.cat(firsts), text_emb=text,
-                           text_len=lengths, num_captions=torch.tensor([len(c) for c in captions], dtype=torch.int64),
+            rows, lengths = [], []
+            for b in range(0, len(flat), 64):  # bounded text-encoder batches: a sample may bring many captions
+                emb, lens = self.text_encoder.encode(flat[b:b + 64])
+                lengths += [int(n) for n in lens]
+                rows += [emb[j, :n].cpu() for j, n in enumerate(lengths[b:])]
+            tensors = dict(latents=torch.cat(latents), first_frame_latents=torch.cat(firsts), text_emb=torch.cat(rows),
+                           text_len=torch.tensor(lengths, dtype=torch.int64),
+                           num_captions=torch.tensor([len(c) for c in captions], dtype=torch.int64),
                            index=torch.tensor(indices, dtype=torch.int64))
             _atomic_save(tensors, self.out / shard_name(k), metadata={"captions": json.dumps(captions)})
             entry["file"] = shard_name(k)
@@ -287,8 +286,9 @@ class LatentCacheDataset(Dataset):
 
     Item: ``dict(latents [16, T, h, w], first_frame_latents [16, 1, h, w], text_emb [text_len, D] (zero rows past
     ``text_len``; trimmed to ``text_len`` rows with ``pad_text=False``), text_len (int), caption (str), captions (all
-    of the sample's captions), num_captions, index (LMDB index))``; ``self[i]`` gives caption 0, :meth:`get` another. :attr:`empty_text_emb` / :attr:`empty_text_len` hold the embedding of ``""`` (same layout) for text
-    dropout at training time. Shards are opened per item (memory-mapped), so the dataset pickles to DataLoader workers.
+    of the sample's captions), num_captions, index (LMDB index))``; ``self[i]`` gives caption 0, :meth:`get` another.
+    :attr:`empty_text_emb` / :attr:`empty_text_len` hold the embedding of ``""`` (same layout) for text dropout at
+    training time. Shards are opened per item (memory-mapped), so the dataset pickles to DataLoader workers.
     """
 
     def __init__(self, cache_dir: str | os.PathLike, *, pad_text: bool = True, allow_incomplete: bool = False):

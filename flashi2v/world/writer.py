@@ -95,7 +95,9 @@ def _make_clip(job: tuple):
                          focused=focused)
     frames, gt = render(scene, supersample=SUPERSAMPLE, background_supersample=BACKGROUND_SUPERSAMPLE)
     write_video(frames, Path(root) / rel, fps=fps, crf=crf, preset=preset)
-    cap = gt["caption"] if num_captions == 1 and not focused else list(gt["captions"]) + scene.get("focused_captions", [])
+    cap = gt["caption"]
+    if num_captions > 1 or focused:
+        cap = list(gt["captions"]) + scene.get("focused_captions", [])
     meta = {"path": rel, "cap": cap, "resolution": {"height": H, "width": W}, "fps": fps, "num_frames": T}
     entry = {"index": index, "path": rel}
     entry.update(gt)
@@ -122,8 +124,8 @@ def _filter_yaml(ann: Path, T: int, H: int, W: int, fps: float) -> str:
 
 def write_dataset(out_dir: Union[str, os.PathLike], split: str = "train", num_clips: int = 100, seed: int = 0, *,
                   num_frames: int = 17, height: int = 128, width: int = 128, fps: float = 16, workers: int = 1,
-                  num_captions: int = 1, focused_captions: bool = False, crf: Optional[int] = None, preset: str = "medium", overwrite: bool = False,
-                  progress: bool = False) -> WorldDataset:
+                  num_captions: int = 1, focused_captions: bool = False, crf: Optional[int] = None,
+                  preset: str = "medium", overwrite: bool = False, progress: bool = False) -> WorldDataset:
     """Render clips ``seed .. seed + num_clips - 1`` of ``split`` into ``out_dir`` (atomically).
 
     ``workers`` processes render and encode in parallel (the output does not depend on it). ``num_captions > 1``
@@ -152,8 +154,7 @@ def write_dataset(out_dir: Union[str, os.PathLike], split: str = "train", num_cl
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:10]}.partial")
     digits = max(6, len(str(num_clips - 1)))
     jobs = [(i, seed + i, sp.name, num_frames, height, width, fps, num_captions, bool(focused_captions), crf, preset,
-             str(tmp),
-             f"videos/{i:0{digits}d}.mp4") for i in range(num_clips)]
+             str(tmp), f"videos/{i:0{digits}d}.mp4") for i in range(num_clips)]
     metas, clips = [], []
     try:
         (tmp / "videos").mkdir(parents=True)

@@ -63,6 +63,10 @@ def test_ground_truth_as_model_is_perfect(world_root, world_clips):
     assert s["traj_error"] < 1.0 and s["traj_error"] == pytest.approx(s["traj_error_matched"])
     assert s["n_direction"] >= 1 and s["direction_rate"] == 1.0
     assert s["static_traj_error"] > 1.0  # the objects do move: standing still costs something
+    # the camera: clips 1 and 2 pan down, and the ground truth's content moves up
+    assert s["n_camera_pans"] == 2 and s["camera_direction_rate"] == 1.0
+    assert [r["camera"]["motion"] for r in ev.records] == ["zoom_in", "pan", "pan", "rotate"]
+    assert ev.records[2]["camera"]["displacement"][1] < -20
     # float input in [0, 1] scores the same as uint8
     c = world_clips[0]
     a, b = evaluate_clip(c.frames, c), evaluate_clip(c.frames.astype(np.float32) / 255.0, c)
@@ -87,6 +91,8 @@ def test_static_baseline_equals_metric_on_repeated_first_frame(world_clips):
     assert s["first_frame_psnr"] == 100.0 and s["dynamic_rate"] == 0.0 and s["flicker_mae"] == 0.0
     assert s["traj_error"] == pytest.approx(s["static_traj_error"]) and s["traj_ratio"] == pytest.approx(1.0)
     assert s["direction_rate"] == 0.0  # a static video never follows a motion
+    assert s["camera_direction_rate"] == 0.0 and s["n_camera_pans"] == 2
+    assert {r["camera"].get("reason") for r in ev.records} == {None, "too_small"}
     for clip, rec in zip(world_clips, ev.records):
         repeated = np.repeat(clip.frames[:1], clip.num_frames, axis=0)
         gains = clip.gt["lighting"]["gain"]
@@ -103,6 +109,7 @@ def test_static_baseline_equals_metric_on_repeated_first_frame(world_clips):
     # a time-reversed video moves every object the wrong way
     rev = evaluate_model(lambda cs: [c.frames[::-1].copy() for c in cs], world_clips, settings).summary
     assert rev["direction_rate"] == 0.0 and rev["traj_error"] > s["traj_error"] * 0.5
+    assert rev["camera_direction_rate"] == 0.0 and rev["n_camera_pans"] == 2  # the camera pans up, not down
     assert rev["first_frame_psnr"] < 40.0
 
 

@@ -374,3 +374,55 @@ def test_markdown_table():
     assert md2.splitlines()[2] == "| x | 1 | nan |"
     with pytest.raises(InputError):
         markdown_table([("x", 1)], ["only"])
+
+
+# ------------------------------------------------------------------------------------------------------ camera
+def test_camera_shift_of_a_known_pan_and_its_direction():
+    from flashi2v.metrics import CameraShift, camera_direction_agreement, camera_shift
+
+    v = shifting_video(2, t=5, h=48, w=48, axis=1)  # content moves 2 px right per frame: the camera pans left
+    cs = camera_shift(v)
+    assert cs.steps.shape == (4, 2) and cs.path.shape == (5, 2)
+    np.testing.assert_allclose(cs.steps, [[2.0, 0.0]] * 4, atol=0.1)
+    assert cs.total == pytest.approx((8.0, 0.0), abs=0.3)
+    assert camera_direction_agreement(cs, (-1, 0), 4.0).agrees  # pan left
+    assert camera_direction_agreement(v, (-1, -0.2), 4.0).agrees  # within 45 degrees
+    wrong = camera_direction_agreement(cs, (1, 0), 4.0)
+    assert not wrong and wrong.reason == "opposite"
+    assert camera_direction_agreement(cs, (0, 1), 4.0).reason == "opposite"  # 90 degrees off
+    assert camera_direction_agreement(cs, (-1, 0), 20.0).reason == "too_small"
+    still = camera_shift(static_video(t=4, h=48, w=48))
+    assert still.total == (0.0, 0.0) and camera_direction_agreement(still, (1, 0), 1.0).reason == "too_small"
+    # the content moving down (axis 0): a pan up
+    assert camera_direction_agreement(shifting_video(2, t=4, h=48, w=48, axis=0), (0, -1), 3.0).agrees
+    # a precomputed flow is used as given; the wrong shape is an error
+    flow = np.zeros((4, 48, 48, 2), np.float32)
+    flow[..., 1] = -3.0
+    assert camera_shift(v, flow=flow).total == (0.0, -12.0)
+    assert isinstance(camera_shift(v, flow=flow), CameraShift)
+    with pytest.raises(InputError, match="flow must have shape"):
+        camera_shift(v, flow=flow[:2])
+    with pytest.raises(InputError, match="camera_vector"):
+        camera_direction_agreement(cs, (1, 0, 0))
+
+
+def test_camera_shift_ignores_a_small_moving_object():
+    from flashi2v.metrics import camera_shift
+
+    v = shifting_video(0, t=4, h=48, w=48).copy()
+    for i in range(4):  # a 8x8 white square moving 4 px down per frame over a still background
+        v[i, 4 + 4 * i:12 + 4 * i, 20:28] = 255
+    assert np.abs(camera_shift(v).total).max() < 0.5
+
+
+def test_dynamic_degree_reuses_a_given_flow():
+    from flashi2v.metrics import dynamic_degree, optical_flow
+
+    v = shifting_video(4, t=5, h=48, w=48)
+    flow = optical_flow(v)
+    a, b = dynamic_degree(v), dynamic_degree(v, flow=flow)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert dynamic_degree(v, flow=np.zeros_like(flow)).count_over == 0
+    with pytest.raises(InputError, match="flow must have shape"):
+        dynamic_degree(v, flow=flow[:1])
+

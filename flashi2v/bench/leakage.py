@@ -85,7 +85,12 @@ class EvalSettings:
       when its own net displacement is at least ``min_displacement_frac * min(H, W)`` and at least
       ``min_displacement_ratio`` x the ground-truth displacement, and within ``max_angle_deg`` of its direction;
     * dynamic degree (VBench rule) with ``dynamic_method`` flow (``tvl1``, ``ilk`` or ``none`` to skip) and
-      ``dynamic_fps`` (None: the clip as given).
+      ``dynamic_fps`` (None: the clip as given);
+    * camera direction, for clips whose camera pans: the content's path is the median optical flow
+      (``camera_method``, ``none`` to skip; :func:`flashi2v.metrics.camera_shift`); a pan is *measurable* when that
+      path of the ground-truth clip itself agrees with the pan, and the generated clip agrees under the object
+      rule above (net content motion opposite to the camera, at least ``min_displacement_frac * min(H, W)`` and
+      ``min_displacement_ratio`` x the ground truth's, within ``max_angle_deg``).
     """
 
     num_chunks: int = 4
@@ -104,12 +109,14 @@ class EvalSettings:
     max_angle_deg: float = 45.0
     dynamic_method: str = "tvl1"
     dynamic_fps: Optional[float] = None
+    camera_method: str = "tvl1"
 
     def __post_init__(self):
         if self.num_chunks < 1:
             raise InputError(f"num_chunks must be >= 1, got {self.num_chunks}")
-        if self.dynamic_method not in ("tvl1", "ilk", "none"):
-            raise InputError(f"dynamic_method must be tvl1, ilk or none, got {self.dynamic_method!r}")
+        for name in ("dynamic_method", "camera_method"):
+            if getattr(self, name) not in ("tvl1", "ilk", "none"):
+                raise InputError(f"{name} must be tvl1, ilk or none, got {getattr(self, name)!r}")
         for name in ("track_tol", "track_tol_step", "search_frac", "trackable_error_frac", "miss_penalty_frac",
                      "max_angle_deg"):
             if not getattr(self, name) > 0:
@@ -551,7 +558,7 @@ def evaluate_clip(video, clip: EvalClip, settings: EvalSettings = EvalSettings()
     """Every metric of one generated ``video`` (uint8 or float [0, 1], ``[T, H, W, 3]``, same shape as the clip)
     against ``clip``'s ground truth. Returns a JSON-safe dict (NaN -> None); see ``docs/leakage_benchmark.md``."""
     from ..metrics import (chunk_bounds, colour_drift, dynamic_degree, first_frame_psnr, motion_direction_agreement,
-                           mse, psnr, ssim, temporal_flicker, trajectory_error)
+                           mse, optical_flow, psnr, ssim, temporal_flicker, trajectory_error)
 
     v = _as_uint8_video(video, clip.frames.shape)
     gt = clip.frames
@@ -590,16 +597,55 @@ def evaluate_clip(video, clip: EvalClip, settings: EvalSettings = EvalSettings()
                          direction_angle=_f(da.angle_deg), displacement=_f(da.magnitude), direction_reason=da.reason)
         objects.append(o)
     rec["objects"] = objects
+    flow = None
     if settings.dynamic_method != "none":
-        dd = dynamic_degree(v, fps=settings.dynamic_fps, method=settings.dynamic_method)
+        if settings.dynamic_fps is None and settings.camera_method == settings.dynamic_method:
+            flow = optical_flow(v, method=settings.dynamic_method)  # shared with the camera metric
+        dd = dynamic_degree(v, fps=settings.dynamic_fps, method=settings.dynamic_method, flow=flow)
         rec.update(dynamic=bool(dd.is_dynamic), dynamic_score=_f(np.mean(dd.scores)) if len(dd.scores) else 0.0)
     else:
         rec.update(dynamic=None, dynamic_score=None)
+    rec["camera"] = _camera_record(v, clip, settings, flow)
     fl = temporal_flicker(v)
     cd = colour_drift(v, gt, num_chunks=min(settings.num_chunks, clip.num_frames))
     rec.update(flicker_mae=_f(fl.mae), flicker_score=_f(fl.score), colour_drift=_f(cd.drift),
                colour_excess=_f(cd.excess))
     return rec
+
+
+def camera_reference(clip: EvalClip, settings: EvalSettings = EvalSettings()):
+    """The ground-truth clip's camera path (:func:`flashi2v.metrics.camera_shift` with ``settings.camera_method``),
+    cached on the clip."""
+    from ..metrics import camera_shift
+
+    key = ("camera", settings.camera_method)
+    if key not in clip._refs:
+        clip._refs[key] = camera_shift(clip.frames, method=settings.camera_method)
+    return clip._refs[key]
+
+
+def _camera_record(v: np.ndarray, clip: EvalClip, settings: EvalSettings, flow) -> dict:
+    """The camera part of :func:`evaluate_clip`'s record: the ground truth's camera motion and, for a measurable pan,
+    whether the video's content moves against it (see :class:`EvalSettings`)."""
+    from ..metrics import camera_direction_agreement, camera_shift
+
+    cam = clip.gt.get("camera") or {}
+    out: dict[str, Any] = dict(motion=cam.get("motion"), direction=cam.get("direction"))
+    if settings.camera_method == "none" or cam.get("motion") != "pan" or not cam.get("vector"):
+        return out
+    h, w = clip.size
+    ref = camera_reference(clip, settings)
+    gt_mag = float(np.hypot(*ref.total))
+    gt_ok = camera_direction_agreement(ref, cam["vector"], settings.min_gt_displacement_frac * min(h, w),
+                                       max_angle_deg=settings.max_angle_deg)
+    out.update(measurable=bool(gt_ok.agrees), gt_displacement=list(ref.total))
+    if not gt_ok.agrees:
+        return out
+    shift = camera_shift(v, flow=flow, method=settings.camera_method)
+    need = max(settings.min_displacement_frac * min(h, w), settings.min_displacement_ratio * gt_mag)
+    da = camera_direction_agreement(shift, cam["vector"], need, max_angle_deg=settings.max_angle_deg)
+    out.update(agrees=bool(da.agrees), angle=_f(da.angle_deg), displacement=list(shift.total), reason=da.reason)
+    return out
 
 
 def _nanmean(values) -> Optional[float]:
@@ -641,6 +687,10 @@ def summarize(records: Sequence[dict]) -> dict:
         a[0] += int(bool(o["direction_agrees"]))
         a[1] += 1
     out["direction_by_motion"] = {k: dict(agree=a, total=t, rate=a / t) for k, (a, t) in sorted(by_motion.items())}
+    pans = [r["camera"] for r in records if (r.get("camera") or {}).get("measurable")]
+    cam_agree = sum(bool(c["agrees"]) for c in pans)
+    out.update(n_camera_pans=len(pans), n_camera_agree=cam_agree,
+               camera_direction_rate=cam_agree / len(pans) if pans else None)
     return out
 
 
@@ -1076,13 +1126,13 @@ MAIN_COLUMNS = (
     ("first_frame_psnr", "FF-PSNR", ".2f"), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
     ("chunk_ssim_err[0]", "1-SSIM c1", ".3f"), ("chunk_ssim_err[-1]", "1-SSIM cN", ".3f"),
     ("traj_error", "traj px", ".2f"), ("static_traj_error", "static px", ".2f"), ("miss_rate", "miss", ".2f"),
-    ("direction_rate", "dir", ".2f"), ("dynamic_rate", "dynamic", ".2f"), ("flicker_mae", "flicker", ".2f"),
-    ("colour_excess", "ΔE excess", ".2f"),
+    ("direction_rate", "dir", ".2f"), ("camera_direction_rate", "cam dir", ".2f"), ("dynamic_rate", "dynamic", ".2f"),
+    ("flicker_mae", "flicker", ".2f"), ("colour_excess", "ΔE excess", ".2f"),
 )
 #: (key, column title) of the in-domain -> OOD drop table (value = OOD - in-domain).
 DROP_KEYS = (("first_frame_psnr", "ΔFF-PSNR"), ("psnr", "ΔPSNR"), ("ssim", "ΔSSIM"),
              ("chunk_ssim_err[-1]", "Δ(1-SSIM) cN"), ("traj_error", "Δtraj px"), ("direction_rate", "Δdir"),
-             ("dynamic_rate", "Δdynamic"))
+             ("camera_direction_rate", "Δcam dir"), ("dynamic_rate", "Δdynamic"))
 
 
 def _get(summary: dict, key: str):

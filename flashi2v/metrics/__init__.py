@@ -9,11 +9,13 @@ same numbers. Pure functions, no learned models. See ``docs/metrics.md`` for def
   :func:`chunkwise_mse`
 * objects: :func:`track_colour`, :func:`trajectory_error`, :func:`motion_direction_agreement`
 * motion: :func:`optical_flow`, :func:`dynamic_degree`, :func:`temporal_flicker`
+* camera: :func:`camera_shift`, :func:`camera_direction_agreement`
 * colour: :func:`colour_drift`, :func:`mean_lab`
 * reports: :func:`plot_chunkwise`, :func:`markdown_table`
 """
 
 from ._common import FrameMetric
+from .camera import CameraShift, camera_direction_agreement, camera_shift
 from .chunks import (
     ChunkScores,
     chunk_bounds,
@@ -43,6 +45,7 @@ from .tracking import (
 
 __all__ = [
     "PSNR_MAX_DB",
+    "CameraShift",
     "ChunkScores",
     "ColourDrift",
     "DirectionAgreement",
@@ -50,6 +53,8 @@ __all__ = [
     "FrameMetric",
     "TemporalFlicker",
     "TrajectoryError",
+    "camera_direction_agreement",
+    "camera_shift",
     "chunk_bounds",
     "chunkwise",
     "chunkwise_mse",

@@ -92,7 +92,8 @@ class DynamicDegree:
         return bool(self.is_dynamic)
 
 
-def dynamic_degree(video, *, fps: float | None = None, method: str = "tvl1", **flow_kwargs) -> DynamicDegree:
+def dynamic_degree(video, *, fps: float | None = None, method: str = "tvl1", flow: np.ndarray | None = None,
+                   **flow_kwargs) -> DynamicDegree:
     """VBench's ``dynamic_degree`` rule on a classical optical flow (VBench uses RAFT; see ``docs/metrics.md``).
 
     1. If ``fps`` is given, frames are subsampled like VBench: every ``max(1, round(fps / 8))``-th frame, and the
@@ -103,7 +104,8 @@ def dynamic_degree(video, *, fps: float | None = None, method: str = "tvl1", **f
     4. Dynamic when the number of pairs with ``score > threshold`` is ``>= count_required`` (and at least one pair
        exists). As in VBench, ``n <= 2`` gives ``count_required = 0`` so any two-frame clip counts as dynamic.
 
-    For 17 frames at 128x128 and ``fps=None``: threshold 3.0 px, 4 of the 16 pairs must exceed it.
+    For 17 frames at 128x128 and ``fps=None``: threshold 3.0 px, 4 of the 16 pairs must exceed it. ``flow``: the
+    :func:`optical_flow` of the frames used (after the ``fps`` subsampling), when it is already computed.
     """
     v = as_video(video, "video")
     interval, factor = 1, 1.0
@@ -116,7 +118,11 @@ def dynamic_degree(video, *, fps: float | None = None, method: str = "tvl1", **f
     n, h, w, _ = v.shape
     threshold = factor * VBENCH_THRESHOLD_PX_AT_256 * (min(h, w) / 256.0)
     count_required = round(VBENCH_COUNT_PER_16_FRAMES * (n / 16.0))
-    flow = optical_flow(v, method=method, **flow_kwargs)
+    if flow is None:
+        flow = optical_flow(v, method=method, **flow_kwargs)
+    elif np.shape(flow) != (n - 1, h, w, 2):
+        raise InputError(f"flow must have shape {(n - 1, h, w, 2)} (optical_flow of the frames used), got "
+                         f"{np.shape(flow)}")
     scores = np.array([top_fraction_mean(np.hypot(f[..., 0], f[..., 1])) for f in flow], dtype=np.float64)
     count_over = int((scores > threshold).sum())
     return DynamicDegree(

@@ -69,7 +69,8 @@ def test_recipe_evaluate_reports_the_quality_bars(toy_recipe):
     res = toy_recipe.evaluate()
     bars = res["bars"]
     assert bars["n_clips"] == 2
-    for k in ("first_frame_psnr", "vae_first_frame_psnr", "first_frame_ok", "traj_ok", "direction_ok"):
+    for k in ("first_frame_psnr", "vae_first_frame_psnr", "first_frame_ok", "traj_ok", "direction_ok",
+              "camera_direction_rate", "n_camera_pans"):
         assert k in bars
     assert (toy_recipe.work / "eval.json").is_file()
 
@@ -171,3 +172,17 @@ def test_saved_weights_get_the_usual_file_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (os.stat(tmp_path / "x.safetensors").st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_recipe_switches_focused_captions_and_text_layer(toy_recipe, tmp_path):
+    """--focused-captions writes 3 full captions + one per element per clip; --text-layer reaches the base folder."""
+    r = Recipe(tmp_path / "w", workers=1, overrides=TOY, train_clips=2, test_clips=1, frames=5, size=32,
+               focused_captions=True, text_hidden_layer=5)
+    r.world()
+    meta = json.loads((r.data / "train" / "meta.json").read_text())
+    assert all(isinstance(m["cap"], list) and len(m["cap"]) >= 3 + 1 for m in meta)
+    (r.work / "vae").symlink_to(toy_recipe.vae_run, target_is_directory=True)  # reuse the toy VAE
+    r.base()
+    assert json.loads((r.base_dir / "text_encoder" / "config.json").read_text())["hidden_layer"] == 5
+    assert FlashI2VPipeline.from_pretrained(r.base_dir, device="cpu").text_encoder.hidden_layer == 5
+

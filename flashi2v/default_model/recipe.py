@@ -21,7 +21,8 @@ evaluate   the quality bars on the 100 held-out clips (:func:`flashi2v.bench.eva
 =========  ==========================================================================================================
 
 ``--stages a,b`` runs some stages; ``--set vae.max_steps=10 --set dit.max_steps=10`` overrides config keys (prefixes
-``vae_image.``, ``vae.``, ``dit.``; the shipped model uses none). All seeds are fixed; on another machine the floating-point results differ in the last bits.
+``vae_image.``, ``vae.``, ``dit.``; the shipped model uses none). ``--focused-captions`` and ``--text-layer 5`` run the
+variant that was tried and not shipped (docs/default_model.md). All seeds are fixed; on another machine the floating-point results differ in the last bits.
 """
 
 from __future__ import annotations
@@ -51,11 +52,15 @@ def log(msg: str) -> None:
 class Recipe:
     def __init__(self, work: str | os.PathLike, *, package: str | os.PathLike | None = None, workers: int = 2,
                  overrides: list[str] = (), train_clips: int = TRAIN_CLIPS, test_clips: int = TEST_CLIPS,
-                 frames: int = FRAMES, size: int = SIZE):
+                 frames: int = FRAMES, size: int = SIZE, focused_captions: bool = False, text_hidden_layer: int = -1):
         """The shipped model uses the defaults; smaller ``train_clips`` / ``test_clips`` / ``frames`` / ``size`` (with
-        ``--set`` overrides for the step counts) give a fast smoke run of every stage (the tests do this)."""
+        ``--set`` overrides for the step counts) give a fast smoke run of every stage (the tests do this).
+        ``focused_captions`` writes the world with three full captions plus one per element per clip
+        (``flashi2v world --captions 3 --focused-captions``); ``text_hidden_layer`` picks MiniLM's layer for the base
+        folder (-1: the last). Both were tried for the default model and not shipped (docs/default_model.md)."""
         self.work = Path(work).resolve()
         self.train_clips, self.test_clips, self.frames, self.size = train_clips, test_clips, frames, size
+        self.focused_captions, self.text_hidden_layer = bool(focused_captions), int(text_hidden_layer)
         self.defaults = dict(DEFAULTS, num_frames=frames, height=size, width=size)
         self.package_dir = Path(package).resolve() if package else self.work / "package"
         self.workers = int(workers)
@@ -111,7 +116,8 @@ class Recipe:
                 log(f"world: reusing {self.data / split}")
                 continue
             ds = write_dataset(self.data / split, split, n, SEED, num_frames=self.frames, height=self.size,
-                               width=self.size, fps=FPS, workers=self.workers)
+                               width=self.size, fps=FPS, workers=self.workers,
+                               num_captions=3 if self.focused_captions else 1, focused_captions=self.focused_captions)
             log(ds.summary())
 
     def vae_image(self) -> None:
@@ -142,7 +148,7 @@ class Recipe:
         arch = dict(self.dit_config().model.architecture)
         torch.manual_seed(SEED)
         dit = build_transformer(TransformerConfig(**arch))
-        text = MiniLMTextEncoder.from_package(text_len=int(arch["text_len"]))
+        text = MiniLMTextEncoder.from_package(text_len=int(arch["text_len"]), hidden_layer=self.text_hidden_layer)
         text.weights_source = "package"
         vae = WanVAE.from_pretrained(self.vae_run / "vae", dtype=torch.float32)
         FlashI2VPipeline(dit, vae, text, GenerationDefaults(**self.defaults)).save_pretrained(self.base_dir,
@@ -185,7 +191,9 @@ class Recipe:
         info = dict(recipe="python -m flashi2v.default_model.recipe --work WORK (flashi2v/default_model/recipe.py)",
                     vae_configs=["recipe/vae_image.yaml", "recipe/vae.yaml"], dit_config="recipe/dit.yaml", seed=SEED,
                     data=dict(world_train_clips=self.train_clips, world_test_clips=self.test_clips, world_seed=SEED,
-                              frames=self.frames, size=self.size, fps=FPS),
+                              frames=self.frames, size=self.size, fps=FPS,
+                              focused_captions=self.focused_captions),
+                    text_hidden_layer=self.text_hidden_layer,
                     dit_steps=cfg.max_steps,
                     vae_eval=vae_eval)
         package_model(self.export_dir, self.package_dir, dtype="fp16", info=info, defaults=self.defaults)
@@ -226,7 +234,9 @@ class Recipe:
             traj_error=m["traj_error"], static_traj_error=s["traj_error"],
             traj_ok=bool(m["traj_error"] is not None and m["traj_error"] < 0.5 * s["traj_error"]),
             direction_rate=m["direction_rate"], direction_ok=bool((m["direction_rate"] or 0.0) >= 0.8),
-            vae_traj_error=v["traj_error"], vae_direction_rate=v["direction_rate"], n_objects=m["n_objects"],
+            vae_traj_error=v["traj_error"], vae_direction_rate=v["direction_rate"],
+            camera_direction_rate=m["camera_direction_rate"], vae_camera_direction_rate=v["camera_direction_rate"],
+            n_camera_pans=m["n_camera_pans"], n_objects=m["n_objects"],
             n_trackable=m["n_trackable"], n_direction=m["n_direction"], n_clips=len(clips),
             seconds_per_clip=model.seconds / len(clips))
         out = dict(bars=bars, model=m, vae=v, static=static.summary, generation=model.generation,
@@ -277,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--package", help="where the package stage writes the model folder (default WORK/package)")
     p.add_argument("--workers", type=int, default=2, help="processes for world rendering and latent encoding")
+    p.add_argument("--focused-captions", action="store_true",
+                   help="world stage: 3 full captions plus one per element per clip (not the shipped model's data)")
+    p.add_argument("--text-layer", type=int, default=-1,
+                   help="base stage: MiniLM hidden layer for the text states (default -1, the last, as shipped)")
     p.add_argument("--set", action="append", default=[], metavar="vae.KEY=VALUE|dit.KEY=VALUE",
                    help="override a key of recipe/vae.yaml or recipe/dit.yaml (repeatable)")
     args = p.parse_args(argv)
@@ -287,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import FlashI2VError
 
     try:
-        r = Recipe(args.work, package=args.package, workers=args.workers, overrides=args.set)
+        r = Recipe(args.work, package=args.package, workers=args.workers, overrides=args.set,
+                   focused_captions=args.focused_captions, text_hidden_layer=args.text_layer)
         for s in STAGES:
             if s in stages:
                 log(f"stage {s}")

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ._common import as_video
+from .motion import check_flow, optical_flow
 from .tracking import DirectionAgreement, motion_direction_agreement
 
 
@@ -39,14 +40,8 @@ def camera_shift(video, *, flow: np.ndarray | None = None, method: str = "tvl1")
     uniform flow and its median is the pan; zoom and rotation give flows that cancel around the centre (median
     near 0)."""
     v = as_video(video)
-    if flow is None:
-        from .motion import optical_flow
-
-        flow = optical_flow(v, method=method)
-    flow = np.asarray(flow)
     t, h, w, _ = v.shape
-    if flow.shape != (t - 1, h, w, 2):
-        raise InputError(f"flow must have shape {(t - 1, h, w, 2)} (optical_flow of this video), got {flow.shape}")
+    flow = optical_flow(v, method=method) if flow is None else check_flow(flow, t, h, w)
     steps = np.median(flow.reshape(t - 1, -1, 2), axis=1).astype(np.float64)
     path = np.concatenate([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
     return CameraShift(steps=steps, path=path)
@@ -59,8 +54,8 @@ def camera_direction_agreement(video_or_shift, camera_vector, min_displacement: 
     opposite way, by at least ``min_displacement`` pixels in total and within ``max_angle_deg`` of that: the rule of
     :func:`flashi2v.metrics.motion_direction_agreement` applied to the content's path. The displacement reported
     is the content's."""
-    shift = video_or_shift if isinstance(video_or_shift, CameraShift) else camera_shift(video_or_shift)
     content = -np.asarray(camera_vector, dtype=np.float64)
     if content.shape != (2,):
         raise InputError(f"camera_vector must be (dx, dy), got {camera_vector!r}")
+    shift = video_or_shift if isinstance(video_or_shift, CameraShift) else camera_shift(video_or_shift)
     return motion_direction_agreement(shift.path, tuple(content), min_displacement, max_angle_deg=max_angle_deg)

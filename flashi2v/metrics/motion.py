@@ -63,6 +63,16 @@ def optical_flow(video, *, method: str = "tvl1", **kwargs) -> np.ndarray:
     return out
 
 
+def check_flow(flow, frames: int, height: int, width: int) -> np.ndarray:
+    """``flow`` as an array, if it has the shape of :func:`optical_flow` of ``frames`` frames of ``height`` x
+    ``width``; else a one-line :class:`InputError`."""
+    arr = np.asarray(flow)
+    want = (frames - 1, height, width, 2)
+    if arr.shape != want:
+        raise InputError(f"flow must have shape {want} (optical_flow of the frames used), got {arr.shape}")
+    return arr
+
+
 def top_fraction_mean(values: np.ndarray, fraction: float = VBENCH_TOP_FRACTION) -> float:
     """Mean of the largest ``int(values.size * fraction)`` values (VBench's ``get_score``; all values if that is 0)."""
     flat = np.asarray(values, dtype=np.float64).ravel()
@@ -118,11 +128,7 @@ def dynamic_degree(video, *, fps: float | None = None, method: str = "tvl1", flo
     n, h, w, _ = v.shape
     threshold = factor * VBENCH_THRESHOLD_PX_AT_256 * (min(h, w) / 256.0)
     count_required = round(VBENCH_COUNT_PER_16_FRAMES * (n / 16.0))
-    if flow is None:
-        flow = optical_flow(v, method=method, **flow_kwargs)
-    elif np.shape(flow) != (n - 1, h, w, 2):
-        raise InputError(f"flow must have shape {(n - 1, h, w, 2)} (optical_flow of the frames used), got "
-                         f"{np.shape(flow)}")
+    flow = optical_flow(v, method=method, **flow_kwargs) if flow is None else check_flow(flow, n, h, w)
     scores = np.array([top_fraction_mean(np.hypot(f[..., 0], f[..., 1])) for f in flow], dtype=np.float64)
     count_over = int((scores > threshold).sum())
     return DynamicDegree(

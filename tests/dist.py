@@ -12,7 +12,9 @@ The children are *spawned* (fresh interpreters, with the parent's ``sys.path``),
 temporary folder (no TCP port to pick) and run with one intra-op thread each. If a child raises, the others are
 terminated and its exception is re-raised in the parent with the child's traceback attached (or a
 ``ChildProcessError`` holding the traceback when the exception cannot be pickled), so ``pytest.raises`` works
-across the process boundary. A hang is ended after ``timeout_s``.
+across the process boundary. When several ranks fail, the *first* error in time is raised: a rank that raises
+makes its peers fail too (gloo reports "connection closed by peer" in a rank waiting on a collective), and that
+echo can be noticed by the parent before the cause. A hang is ended after ``timeout_s``.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ def _worker(fn, rank: int, world_size: int, folder: str, timeout_s: float, threa
         tb = traceback.format_exc()
         try:
             pickle.dumps(exc)
-            outcome = ("error", (exc, tb))
+            outcome = ("error", (exc, tb, time.time()))
         except Exception:
-            outcome = ("error", (None, tb))
+            outcome = ("error", (None, tb, time.time()))
     path = os.path.join(folder, f"result{rank}.pt")
     torch.save(outcome, path + ".tmp")
     os.replace(path + ".tmp", path)  # appears atomically
@@ -53,6 +55,23 @@ def _worker(fn, rank: int, world_size: int, folder: str, timeout_s: float, threa
 def _read(folder: str, rank: int):
     path = os.path.join(folder, f"result{rank}.pt")
     return torch.load(path, weights_only=False) if os.path.exists(path) else None
+
+
+ERROR_GRACE_S = 3.0
+
+
+def _failed(procs, folder: str) -> dict[int, tuple]:
+    """``{rank: (exception or None, traceback, time raised)}`` for the ranks that ended without success."""
+    errors = {}
+    for rank, p in enumerate(procs):
+        if p.is_alive():
+            continue
+        outcome = _read(folder, rank)
+        if outcome is None:
+            raise ChildProcessError(f"rank {rank} exited with code {p.exitcode} without a result")
+        if outcome[0] == "error":
+            errors[rank] = outcome[1]
+    return errors
 
 
 def run_distributed(
@@ -70,19 +89,19 @@ def run_distributed(
         deadline = time.monotonic() + timeout_s
         try:
             while True:
-                for rank, p in enumerate(procs):
-                    if p.is_alive():
-                        continue
-                    outcome = _read(folder, rank)
-                    if outcome is None:
-                        raise ChildProcessError(f"rank {rank} exited with code {p.exitcode} without a result")
-                    if outcome[0] == "error":
-                        exc, tb = outcome[1]
-                        note = f"raised in rank {rank} of {world_size}:\n{tb}"
-                        if exc is None:
-                            raise ChildProcessError(note)
-                        exc.add_note(note)
-                        raise exc
+                errors = _failed(procs, folder)
+                if errors:
+                    # Give the peers a moment: the rank that failed first is the cause, the others its echo.
+                    grace = time.monotonic() + ERROR_GRACE_S
+                    while any(p.is_alive() for p in procs) and time.monotonic() < grace:
+                        time.sleep(0.02)
+                    errors = _failed(procs, folder)
+                    rank, (exc, tb, _) = min(errors.items(), key=lambda item: item[1][2])
+                    note = f"raised in rank {rank} of {world_size}:\n{tb}"
+                    if exc is None:
+                        raise ChildProcessError(note)
+                    exc.add_note(note)
+                    raise exc
                 if not any(p.is_alive() for p in procs):
                     return [_read(folder, r)[1] for r in range(world_size)]
                 if time.monotonic() > deadline:

@@ -6,6 +6,7 @@ groups several checks to keep process start-ups few. The references are computed
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 import torch
@@ -151,6 +152,24 @@ def _fails_on_rank_1(rank, world_size):
 def test_dist_helper_raises_the_childs_error():
     with pytest.raises(ConfigError, match="bad option on rank 1") as info:
         run_distributed(_fails_on_rank_1, 2, timeout_s=60)
+    assert "raised in rank 1 of 2" in str(info.value.__notes__)
+
+
+def _cause_outlived_by_echo(rank, world_size):
+    import threading
+
+    if rank == 1:  # fails first, but its process lingers (a non-daemon thread), so rank 0 ends before it
+        threading.Thread(target=time.sleep, args=(1.0,)).start()
+        raise ConfigError("the cause, on rank 1")
+    time.sleep(0.3)
+    raise RuntimeError("the echo, on rank 0")
+
+
+def test_dist_helper_raises_the_first_error_not_its_echo():
+    # The CI flake this pins: rank 1 raised, rank 0's barrier then failed with gloo's "connection closed by peer",
+    # and the helper reported rank 0's echo because it happened to see that process end first.
+    with pytest.raises(ConfigError, match="the cause, on rank 1") as info:
+        run_distributed(_cause_outlived_by_echo, 2, timeout_s=60)
     assert "raised in rank 1 of 2" in str(info.value.__notes__)
 
 

@@ -185,4 +185,3 @@ def test_recipe_switches_focused_captions_and_text_layer(toy_recipe, tmp_path):
     r.base()
     assert json.loads((r.base_dir / "text_encoder" / "config.json").read_text())["hidden_layer"] == 5
     assert FlashI2VPipeline.from_pretrained(r.base_dir, device="cpu").text_encoder.hidden_layer == 5
-

@@ -425,4 +425,3 @@ def test_dynamic_degree_reuses_a_given_flow():
     assert dynamic_degree(v, flow=np.zeros_like(flow)).count_over == 0
     with pytest.raises(InputError, match="flow must have shape"):
         dynamic_degree(v, flow=flow[:1])
-

@@ -129,6 +129,8 @@ def main(argv=None) -> dict:
                     help="with --captions world: the share of training batches prompted with short camera-only "
                          "captions instead (evaluation stays on world captions)")
     ap.add_argument("--bank", type=int, default=1500, help="training prompts in the bank")
+    ap.add_argument("--text-len", type=int, default=0,
+                    help="text slots the prompt is zero-padded to (0: 96 for world captions, 24 for short ones)")
     ap.add_argument("--eval-clips", type=int, default=36)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -141,7 +143,9 @@ def main(argv=None) -> dict:
 
 
 def run(args) -> dict:
-    text_len = 96 if args.captions == "world" else 24
+    if not 0 <= args.text_len <= MiniLMTextEncoder.max_text_len:
+        raise SystemExit(f"--text-len must be in [1, {MiniLMTextEncoder.max_text_len}] (0: the default), got {args.text_len}")
+    text_len = args.text_len or (96 if args.captions == "world" else 24)
     encoder = MiniLMTextEncoder.from_package(text_len=text_len, hidden_layer=args.hidden_layer)
     empty = encoder.encode([""])[0]
     if args.mix_short and (args.captions != "world" or args.pool or not 0 < args.mix_short <= 1):
@@ -191,7 +195,7 @@ def run(args) -> dict:
     pans = [r for r, lab in zip(right, labels) if NAMES[int(lab)] != "still"]
     tail = losses[-100:] or [float("nan")]
     result = dict(
-        captions=args.captions, hidden_layer=args.hidden_layer, frame_embedding=args.frame_embedding,
+        captions=args.captions, text_len=text_len, hidden_layer=args.hidden_layer, frame_embedding=args.frame_embedding,
         steps=args.steps, pool=args.pool, mix_short=args.mix_short,
         direction_right=sum(right) / len(right), pans_right=f"{sum(pans)}/{len(pans)}",
         mean_shift_px=sum(math.hypot(*s) for s in shifts) / len(shifts),

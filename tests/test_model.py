@@ -311,13 +311,16 @@ def test_text_motion_probe_runs_and_its_camera_metric_reads_the_true_pans():
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
     threads = torch.get_num_threads()
-    for captions, extra in (("short", []), ("world", []), ("world", ["--mix-short", "0.5"])):
+    for captions, extra, text_len in (("short", [], 24), ("short", ["--text-len", "96"], 96), ("world", [], 96),
+                                      ("world", ["--mix-short", "0.5"], 96)):
         r = probe.main(["--captions", captions, "--steps", "2", "--eval-clips", "9", "--bank", "9", "--frame-embedding",
                         *extra])
-        assert r["truth_direction_right"] == 1.0
+        assert r["truth_direction_right"] == 1.0 and r["text_len"] == text_len
         assert 0.0 <= r["direction_right"] <= 1.0 and math.isfinite(r["loss_last_100"])
     with pytest.raises(SystemExit, match="--mix-short needs --captions world"):
         probe.main(["--captions", "short", "--mix-short", "0.5"])
+    with pytest.raises(SystemExit, match="--text-len"):
+        probe.main(["--captions", "short", "--text-len", "600"])
     assert torch.get_num_threads() == threads  # the probe's --threads does not leak into the caller
     g = torch.Generator().manual_seed(0)
     clips, _, labels = probe.make_clips((torch.zeros(9, 4, 384), torch.arange(9)), 9, g)

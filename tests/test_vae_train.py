@@ -17,6 +17,7 @@ from flashi2v.train.vae_trainer import (
     VAETrainer,
     add_vae_parser,
     build_clip_source,
+    inflate_temporal_convs,
     latent_stats,
     train_vae,
     vae_forward,
@@ -132,6 +133,48 @@ def test_init_with_fewer_temporal_downsamplings(tmp_path):
                                                    "temperal_downsample": [True, True]})
     with pytest.raises(ConfigError, match="same or fewer temporal down-samplings"):
         VAETrainer(back)
+
+
+def _static_spread(vae: WanVAE, frames: int = 9) -> float:
+    """max |latent frame k - latent frame 0| / |latent frame 0| of a static clip (a random image held still)."""
+    img = torch.rand(1, 3, 1, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    z = vae.encode(img.expand(-1, -1, frames, -1, -1))[0]
+    return max(float((z[:, k] - z[:, 0]).norm() / z[:, 0].norm()) for k in range(1, z.shape[1]))
+
+
+@pytest.mark.parametrize("temporal", [(False, True), (True, True)])
+def test_inflated_vae_encodes_a_static_clip_to_identical_latent_frames(tmp_path, temporal):
+    """model.temporal_init: inflate. A VAE with random weights (as an image-trained VAE's unused temporal taps are)
+    gives a static clip latent frames unrelated to the first; inflated, every latent frame equals the first frame's
+    latent, the first frame's own latent is unchanged (only its current-frame taps are kept), and constant latents
+    decode to a static clip. The trainer applies it on model.init, and refuses it without one."""
+    torch.manual_seed(2)
+    arch = dict(base_dim=8, z_dim=16, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=temporal)
+    image_vae = WanVAE(**arch)
+    for mod in image_vae.model.modules():  # random, like an untrained tap (diffusers' default init is tiny here)
+        if isinstance(mod, torch.nn.Conv3d):
+            torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+    assert _static_spread(image_vae) > 0.3
+    img = torch.rand(1, 3, 1, 32, 32, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    first = image_vae.encode(img)
+    image_vae.save_pretrained(tmp_path / "image")
+    n = inflate_temporal_convs(image_vae)
+    assert n == sum(isinstance(m, torch.nn.Conv3d) and m.kernel_size[0] > 1 for m in image_vae.model.modules())
+    assert _static_spread(image_vae) < 1e-5
+    assert torch.allclose(image_vae.encode(img), first, atol=1e-5)
+    video = image_vae.decode(image_vae.encode(img.expand(-1, -1, 9, -1, -1)))[0]
+    assert video.shape[1] == 9 and float((video - video[:, :1]).abs().max()) < 1e-4
+
+    cfg = tiny_cfg(tmp_path / "run", None, model={"base_dim": 8, "dim_mult": [1, 2, 2], "init": str(tmp_path / "image"),
+                                                 "temperal_downsample": list(temporal), "temporal_init": "inflate"})
+    assert _static_spread(VAETrainer(cfg).vae) < 1e-5
+    keep = tiny_cfg(tmp_path / "run2", None, model={"base_dim": 8, "dim_mult": [1, 2, 2],
+                                                   "init": str(tmp_path / "image"), "temperal_downsample": list(temporal)})
+    assert _static_spread(VAETrainer(keep).vae) > 0.3
+    with pytest.raises(ConfigError, match="temporal_init: inflate needs model.init"):
+        VAETrainConfig.from_dict({}, ["data.source=random", "model.temporal_init=inflate"])
+    with pytest.raises(ConfigError, match="temporal_init must be keep or inflate"):
+        VAETrainConfig.from_dict({}, ["data.source=random", "model.temporal_init=zero"])
 
 
 def test_loss_decreases_on_one_batch():

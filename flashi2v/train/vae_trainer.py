@@ -91,6 +91,12 @@ class VAEModelConfig:
     # Random init only: "kaiming" (He-normal conv weights, zero biases; measured to train faster and more smoothly than
     # diffusers' default) or "default" (PyTorch's default init, as AutoencoderKLWan builds it).
     init_scheme: str = "kaiming"
+    # With model.init: "keep" the folder's weights as they are, or "inflate" them (for a VAE trained on single
+    # frames): every causal 3-D convolution keeps only its current-frame tap, the encoder's temporal down-sampling
+    # averages the two frames it merges and the decoder's up-sampling repeats each frame, so a static clip encodes to
+    # identical latent frames at step 0 (see inflate_temporal_convs). "keep" leaves the taps that single frames never
+    # trained at their random values: the shipped VAE's latent frames of a static clip are then nearly unrelated.
+    temporal_init: str = "keep"
 
     @property
     def temporal_flags(self) -> tuple:
@@ -240,6 +246,11 @@ class VAETrainConfig(YAMLConfig):
                               f"of 4 frames), got {list(m.temperal_downsample)}")
         if m.init_scheme not in ("kaiming", "default"):
             raise ConfigError(f"model.init_scheme must be kaiming or default, got {m.init_scheme!r}")
+        if m.temporal_init not in ("keep", "inflate"):
+            raise ConfigError(f"model.temporal_init must be keep or inflate, got {m.temporal_init!r}")
+        if m.temporal_init == "inflate" and not m.init:
+            raise ConfigError("model.temporal_init: inflate needs model.init (the single-frame VAE to inflate); "
+                              "set model.init or use temporal_init: keep")
         if m.init_logvar is not None and not -30.0 <= m.init_logvar <= 20.0:
             raise ConfigError(f"model.init_logvar must be in [-30, 20] (or null), got {m.init_logvar}")
         if not 0.0 <= m.dropout < 1.0:
@@ -556,6 +567,44 @@ def _load_fewer_temporal_downsamplings(init: "WanVAE", new: "WanVAE", cfg: "VAET
     return new
 
 
+def inflate_temporal_convs(vae: "WanVAE") -> int:
+    """Make a VAE trained on single frames start as that image VAE applied frame by frame ("inflation").
+
+    A single frame reaches only the current-frame (last) tap of each causal 3-D convolution, so training on single
+    frames leaves the other taps at their random initial values; a clip VAE continued from it then mixes random
+    features of earlier frames into every later latent frame. Here every 3-D convolution keeps only its last tap, the
+    encoder's temporal down-sampling (``time_conv``, stride 2 over [previous chunk's last frame, 2 new frames]) averages
+    the two new frames, and the decoder's up-sampling ``time_conv`` (``2C`` outputs, one per output frame) copies the
+    current frame into both. A static clip then encodes to identical latent frames, each equal to the first frame's,
+    and constant latents decode to a static clip. Returns the number of convolutions changed.
+    """
+    n = 0
+    with torch.no_grad():
+        for name, mod in vae.model.named_modules():
+            if not isinstance(mod, torch.nn.Conv3d) or mod.kernel_size[0] == 1:
+                continue
+            w = mod.weight
+            if name.endswith("time_conv"):
+                out_ch, in_ch, kt = w.shape[0], w.shape[1], w.shape[2]
+                eye = torch.eye(in_ch, dtype=w.dtype, device=w.device)
+                w.zero_()
+                if mod.bias is not None:
+                    mod.bias.zero_()
+                if out_ch == in_ch and mod.stride[0] == 2 and kt == 3:  # encoder: mean of the two new frames
+                    w[:, :, 1, 0, 0] = eye / 2
+                    w[:, :, 2, 0, 0] = eye / 2
+                elif out_ch == 2 * in_ch and mod.stride[0] == 1:  # decoder: both output frames = the current frame
+                    w[:in_ch, :, -1, 0, 0] = eye
+                    w[in_ch:, :, -1, 0, 0] = eye
+                else:
+                    raise ConfigError(f"cannot inflate {name} (weight {tuple(w.shape)}, stride {mod.stride}); "
+                                      "it is not a Wan VAE temporal resampling; use model.temporal_init: keep")
+            else:
+                w[:, :, :-1].zero_()
+            n += 1
+    return n
+
+
 class VAETrainer:
     def __init__(self, cfg: VAETrainConfig):
         from ..vae import WanVAE
@@ -584,6 +633,9 @@ class VAETrainer:
                                       f"{mine.config[k]}; make the architecture match the folder")
             if vae.config["temperal_downsample"] != mine.config["temperal_downsample"]:
                 vae = _load_fewer_temporal_downsamplings(vae, mine, cfg)
+            if cfg.model.temporal_init == "inflate":
+                log.info("model.temporal_init: inflated %d temporal convolutions of %s", inflate_temporal_convs(vae),
+                         cfg.model.init)
         else:
             vae = WanVAE(**cfg.arch_kwargs())
             if cfg.model.init_scheme == "kaiming":

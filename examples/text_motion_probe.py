@@ -1,14 +1,17 @@
 """Can a FlashI2V DiT learn to move the camera the way the prompt says?  A synthetic probe, no VAE, CPU minutes.
 
 Each clip is a window (16 x 16 latent pixels, 9 latent frames, 16 channels) moving over a larger random smooth
-latent canvas: one of 8 pan directions (4-8 latent px over the clip, 25-50 % of the frame) or still. The prompt is
+latent canvas: one of 8 pan directions (4-8 latent px over the clip, 25-50 % of the frame) or still. ``--size``
+changes the window (the canvas, 2.5x, and the pan, 25-50 %, scale with it); ``--canvas-cache CACHE`` takes the
+canvases from a latent cache's first-frame latents instead (real VAE latents of real images, panned exactly; they
+must be at least twice the window). The prompt is
 
 * ``--captions short``: "The camera pans left over the scene." (3 phrasings per direction), or
 * ``--captions world``: a real caption of the procedural world (flashi2v.world) whose camera pans or holds still;
   only the camera motion is rendered, the objects, their motions and the lighting the caption also describes are
   distractors (the caption names up to 3 more directions).
 
-A FlashI2V DiT (φ fixed at the identity, as the default model) is trained from scratch with the package's loss and
+A FlashI2V DiT (φ fixed at the identity, as the default model; ``--dim``, ``--patch``, 4 layers) is trained from scratch with the package's loss and
 time sampler, then samples 36 held-out clips (20 Euler steps, shift 3, guidance 3 against the empty prompt). The
 camera motion of a sample is the integer shift that best maps its first latent frame onto its last; the direction is
 right within ±22.5° (a still prompt: |shift| <= 1.5). Prints one JSON line. Always answering "still" scores 0.11
@@ -39,7 +42,7 @@ from flashi2v.models.flashi2v import FlashI2VTransformer
 from flashi2v.samplers import sample_euler
 from flashi2v.text.minilm import MiniLMTextEncoder
 
-T, H, C, CANVAS = 9, 16, 16, 40
+T, C = 9, 16
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1),
               "up-left": (-1, -1), "up-right": (1, -1), "down-left": (-1, 1), "down-right": (1, 1)}
 NAMES = list(DIRECTIONS) + ["still"]
@@ -73,34 +76,54 @@ def prompt_bank(encoder, captions: str, split: str, n: int) -> tuple[torch.Tenso
     return states, torch.tensor(labels)
 
 
-def make_clips(bank, b: int, g: torch.Generator):
-    """Clean latents [b, C, T, H, H], prompts [b, L, 384] and direction labels [b] for ``b`` random clips."""
+def make_clips(bank, b: int, g: torch.Generator, size: int = 16, canvases: torch.Tensor | None = None):
+    """Clean latents [b, C, T, size, size], prompts [b, L, 384] and direction labels [b] for ``b`` random clips.
+    ``canvases`` [N, C, S, S] (S >= 2 * size): draw each clip's canvas from these instead of random smooth noise."""
     states, labels = bank
     pick = torch.randint(0, len(labels), (b,), generator=g)
-    canvas = F.interpolate(torch.randn(b, C, 10, 10, generator=g), size=(CANVAS, CANVAS), mode="bicubic") * 1.5
-    distance = 4 + 4 * torch.rand(b, generator=g)
-    clips = torch.empty(b, C, T, H, H)
-    ramp = torch.arange(H, dtype=torch.float32)
+    if canvases is None:
+        extent = int(size * 2.5)
+        canvas = F.interpolate(torch.randn(b, C, extent // 4, extent // 4, generator=g), size=(extent, extent),
+                               mode="bicubic") * 1.5
+    else:
+        extent = canvases.shape[-1]
+        canvas = canvases[torch.randint(0, len(canvases), (b,), generator=g)]
+    distance = size / 4 * (1 + torch.rand(b, generator=g))
+    clips = torch.empty(b, C, T, size, size)
+    ramp = torch.arange(size, dtype=torch.float32) + (extent - size) / 2
     for i in range(b):
         vx, vy = DIRECTIONS.get(NAMES[labels[pick[i]]], (0, 0))
         norm = math.hypot(vx, vy) or 1.0
         for t in range(T):
             s = distance[i] * t / (T - 1) / norm
-            gy, gx = torch.meshgrid(ramp + 12 + s * vy, ramp + 12 + s * vx, indexing="ij")
-            grid = torch.stack([gx, gy], -1)[None] / (CANVAS - 1) * 2 - 1
+            gy, gx = torch.meshgrid(ramp + s * vy, ramp + s * vx, indexing="ij")
+            grid = torch.stack([gx, gy], -1)[None] / (extent - 1) * 2 - 1
             clips[i, :, t] = F.grid_sample(canvas[i:i + 1], grid, align_corners=True)[0]
     return clips, states[pick].clone(), labels[pick]
+
+
+def load_canvases(cache: str, size: int) -> torch.Tensor:
+    """The first-frame latents [N, C, S, S] of a latent cache (centre-cropped square), as pan canvases."""
+    from flashi2v.data.latent_cache import LatentCacheDataset
+
+    ds = LatentCacheDataset(cache, pad_text=False)
+    z = torch.stack([ds[i]["first_frame_latents"][:, 0] for i in range(len(ds))]).float()
+    h, w = z.shape[-2:]
+    s = min(h, w)
+    if z.shape[1] != C or s < 2 * size:
+        raise SystemExit(f"--canvas-cache needs {C}-channel latents at least {2 * size} px a side (twice --size), "
+                         f"got {tuple(z.shape[1:])}")
+    return z[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s].contiguous()
 
 
 def camera_shift(video: torch.Tensor) -> tuple[int, int]:
     """The integer (dx, dy) camera move that best maps latent frame 0 of ``video`` [C, T, H, W] onto its last frame."""
     first, last = video[:, 0], video[:, -1]
+    size = video.shape[-1]
     best, arg = float("inf"), (0, 0)
-    for dy in range(-8, 9):
-        for dx in range(-8, 9):
-            y0, y1, x0, x1 = max(0, dy), min(H, H + dy), max(0, dx), min(H, H + dx)
-            if y1 - y0 < 6 or x1 - x0 < 6:
-                continue
+    for dy in range(-(size // 2), size // 2 + 1):
+        for dx in range(-(size // 2), size // 2 + 1):
+            y0, y1, x0, x1 = max(0, dy), min(size, size + dy), max(0, dx), min(size, size + dx)
             err = (last[:, y0 - dy:y1 - dy, x0 - dx:x1 - dx] - first[:, y0:y1, x0:x1]).pow(2).mean().item()
             if err < best:
                 best, arg = err, (dx, dy)
@@ -132,6 +155,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--text-len", type=int, default=0,
                     help="text slots the prompt is zero-padded to (0: 96 for world captions, 24 for short ones)")
     ap.add_argument("--eval-clips", type=int, default=36)
+    ap.add_argument("--size", type=int, default=16, help="latent window (pixels a side)")
+    ap.add_argument("--patch", type=int, default=2, help="the DiT's spatial patch size")
+    ap.add_argument("--dim", type=int, default=128, help="the DiT's width (ffn 4x)")
+    ap.add_argument("--canvas-cache", default=None,
+                    help="a latent cache (flashi2v cache encode): pan over its first-frame latents, not random noise")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     threads = torch.get_num_threads()
@@ -150,12 +178,17 @@ def run(args) -> dict:
     empty = encoder.encode([""])[0]
     if args.mix_short and (args.captions != "world" or args.pool or not 0 < args.mix_short <= 1):
         raise SystemExit("--mix-short needs --captions world, no --pool, and a share in (0, 1]")
+    if args.size < 2 or args.patch < 1 or args.size % args.patch or args.dim < 4 or args.dim % 4:
+        raise SystemExit(f"--size ({args.size}) must be a multiple of --patch ({args.patch}), and --dim ({args.dim}) a "
+                         "multiple of the 4 heads")
+    canvases = load_canvases(args.canvas_cache, args.size) if args.canvas_cache else None
     train_bank = prompt_bank(encoder, args.captions, "train", args.bank)
     short_bank = prompt_bank(encoder, "short", "train", 270) if args.mix_short else None
     test_bank = prompt_bank(encoder, args.captions, "test", max(args.eval_clips, 9))
 
-    cfg = TransformerConfig(dim=128, ffn_dim=512, num_heads=4, num_layers=4, text_dim=384, text_len=text_len,
-                            patch_size=(1, 2, 2), frame_embedding=T if args.frame_embedding else 0)
+    cfg = TransformerConfig(dim=args.dim, ffn_dim=4 * args.dim, num_heads=4, num_layers=4, text_dim=384,
+                            text_len=text_len, patch_size=(1, args.patch, args.patch),
+                            frame_embedding=T if args.frame_embedding else 0)
     torch.manual_seed(0)
     model = FlashI2VTransformer(cfg)
     model.init_condition_branches_identity()
@@ -165,16 +198,17 @@ def run(args) -> dict:
     sampler = TimeSampler()
 
     g = torch.Generator().manual_seed(1)
-    pool = make_clips(train_bank, args.pool, g) if args.pool else None
+    clips = dict(size=args.size, canvases=canvases)
+    pool = make_clips(train_bank, args.pool, g, **clips) if args.pool else None
     losses, t0 = [], time.time()
     for _ in range(args.steps):
         if pool is not None:
             idx = torch.randint(0, args.pool, (8,), generator=g)
             x0, ctx = pool[0][idx], pool[1][idx].clone()
         elif short_bank is not None and torch.rand((), generator=g).item() < args.mix_short:
-            x0, ctx, _ = make_clips(short_bank, 8, g)
+            x0, ctx, _ = make_clips(short_bank, 8, g, **clips)
         else:
-            x0, ctx, _ = make_clips(train_bank, 8, g)
+            x0, ctx, _ = make_clips(train_bank, 8, g, **clips)
         ctx[torch.rand(8, generator=g) < 0.1] = empty  # text dropout, for guidance
         loss = training_loss(model, x0, x0[:, :, :1], ctx, time_sampler=sampler, generator=g).loss
         opt.zero_grad()
@@ -186,7 +220,7 @@ def run(args) -> dict:
 
     model.eval()
     ge = torch.Generator().manual_seed(123)
-    x0, ctx, labels = make_clips(test_bank, args.eval_clips, ge)
+    x0, ctx, labels = make_clips(test_bank, args.eval_clips, ge, **clips)
     y = torch.randn(x0.shape, generator=ge)
     y = sample_euler(FlashI2VDenoiser(model, x0[:, :, :1], T), y, inference_sigmas(20, 3.0), ctx,
                      empty.expand(len(labels), -1, -1), guidance_scale=3.0, progress=False)
@@ -196,7 +230,8 @@ def run(args) -> dict:
     tail = losses[-100:] or [float("nan")]
     result = dict(
         captions=args.captions, text_len=text_len, hidden_layer=args.hidden_layer, frame_embedding=args.frame_embedding,
-        steps=args.steps, pool=args.pool, mix_short=args.mix_short,
+        steps=args.steps, pool=args.pool, mix_short=args.mix_short, size=args.size, patch=args.patch, dim=args.dim,
+        canvas="cache" if canvases is not None else "noise",
         direction_right=sum(right) / len(right), pans_right=f"{sum(pans)}/{len(pans)}",
         mean_shift_px=sum(math.hypot(*s) for s in shifts) / len(shifts),
         truth_direction_right=sum(direction_right(camera_shift(v), int(lab)) for v, lab in zip(x0, labels)) / len(labels),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -312,3 +313,29 @@ def test_video_dataset_draws_per_epoch_without_changing_its_epoch(setup):
                                    seed=3)
         ref.set_epoch(e)
         assert ref[0]["caption"] == got[e] and torch.equal(ref[0]["video"], ds.get(0, e)["video"])
+
+
+def test_text_motion_probe_pans_over_a_caches_first_frame_latents(setup):
+    """examples/text_motion_probe.py --canvas-cache: the canvases are the cache's (centre-cropped) first-frame
+    latents; a window that does not fit twice into them is refused."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "text_motion_probe.py"
+    spec = importlib.util.spec_from_file_location("text_motion_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    canvases = probe.load_canvases(str(setup["full"]), 2)
+    ds = LatentCacheDataset(setup["full"])
+    z = ds[0]["first_frame_latents"][:, 0]
+    assert canvases.shape == (len(ds), 16, 4, 4) and torch.equal(canvases[0], z[:, :, 1:5].float())
+    g = torch.Generator().manual_seed(0)
+    clips, _, labels = probe.make_clips((torch.zeros(9, 4, 384), torch.arange(9)), 9, g, size=2, canvases=canvases)
+    still = [c for c, lab in zip(clips, labels) if probe.NAMES[lab] == "still"]
+    assert clips.shape == (9, 16, 9, 2, 2) and still and all(torch.allclose(c[:, 0], c[:, -1]) for c in still)
+    assert any(any(torch.allclose(c[:, 0], canvas[:, 1:3, 1:3], atol=1e-5) for canvas in canvases) for c in still)
+    r = probe.main(["--captions", "short", "--steps", "2", "--eval-clips", "9", "--bank", "9", "--size", "2",
+                    "--patch", "1", "--dim", "32", "--canvas-cache", str(setup["full"])])
+    assert r["canvas"] == "cache" and math.isfinite(r["loss_last_100"])
+    with pytest.raises(SystemExit, match="at least 6 px a side"):
+        probe.main(["--size", "3", "--patch", "1", "--canvas-cache", str(setup["full"])])

@@ -317,6 +317,11 @@ def test_text_motion_probe_runs_and_its_camera_metric_reads_the_true_pans():
                         *extra])
         assert r["truth_direction_right"] == 1.0 and r["text_len"] == text_len
         assert 0.0 <= r["direction_right"] <= 1.0 and math.isfinite(r["loss_last_100"])
+    r = probe.main(["--captions", "short", "--steps", "2", "--eval-clips", "9", "--bank", "9", "--size", "8", "--patch",
+                    "4", "--dim", "32"])  # the default model's geometry: 4x4 patches
+    assert r["truth_direction_right"] == 1.0 and (r["size"], r["patch"], r["dim"], r["canvas"]) == (8, 4, 32, "noise")
+    with pytest.raises(SystemExit, match="multiple of --patch"):
+        probe.main(["--size", "10", "--patch", "4"])
     with pytest.raises(SystemExit, match="--mix-short needs --captions world"):
         probe.main(["--captions", "short", "--mix-short", "0.5"])
     with pytest.raises(SystemExit, match="--text-len"):

@@ -11,8 +11,9 @@ must be at least twice the window). The prompt is
   only the camera motion is rendered, the objects, their motions and the lighting the caption also describes are
   distractors (the caption names up to 3 more directions).
 
-A FlashI2V DiT (φ fixed at the identity, as the default model; ``--dim``, ``--patch``, 4 layers) is trained from scratch with the package's loss and
-time sampler, then samples 36 held-out clips (20 Euler steps, shift 3, guidance 3 against the empty prompt). The
+A FlashI2V DiT (φ fixed at the identity, as the default model; ``--dim``, ``--patch``, 4 layers) is trained from
+scratch with the package's loss and time sampler, then samples 36 held-out clips (20 Euler steps, shift 3, guidance
+3 against the empty prompt). The
 camera motion of a sample is the integer shift that best maps its first latent frame onto its last; the direction is
 right within ±22.5° (a still prompt: |shift| <= 1.5). Prints one JSON line. Always answering "still" scores 0.11
 with ``short`` prompts and about 0.43 with ``world`` ones (3 in 7 of those cameras are still).
@@ -105,8 +106,12 @@ def make_clips(bank, b: int, g: torch.Generator, size: int = 16, canvases: torch
 def load_canvases(cache: str, size: int) -> torch.Tensor:
     """The first-frame latents [N, C, S, S] of a latent cache (centre-cropped square), as pan canvases."""
     from flashi2v.data.latent_cache import LatentCacheDataset
+    from flashi2v.errors import InputError
 
-    ds = LatentCacheDataset(cache, pad_text=False)
+    try:
+        ds = LatentCacheDataset(cache, pad_text=False)
+    except InputError as e:
+        raise SystemExit(f"--canvas-cache: {e}") from None
     z = torch.stack([ds[i]["first_frame_latents"][:, 0] for i in range(len(ds))]).float()
     h, w = z.shape[-2:]
     s = min(h, w)
@@ -159,7 +164,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--patch", type=int, default=2, help="the DiT's spatial patch size")
     ap.add_argument("--dim", type=int, default=128, help="the DiT's width (ffn 4x)")
     ap.add_argument("--canvas-cache", default=None,
-                    help="a latent cache (flashi2v cache encode): pan over its first-frame latents, not random noise")
+                    help="a latent cache (flashi2v data encode): pan over its first-frame latents, not random noise")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     threads = torch.get_num_threads()
@@ -173,15 +178,15 @@ def main(argv=None) -> dict:
 def run(args) -> dict:
     if not 0 <= args.text_len <= MiniLMTextEncoder.max_text_len:
         raise SystemExit(f"--text-len must be in [1, {MiniLMTextEncoder.max_text_len}] (0: the default), got {args.text_len}")
-    text_len = args.text_len or (96 if args.captions == "world" else 24)
-    encoder = MiniLMTextEncoder.from_package(text_len=text_len, hidden_layer=args.hidden_layer)
-    empty = encoder.encode([""])[0]
     if args.mix_short and (args.captions != "world" or args.pool or not 0 < args.mix_short <= 1):
         raise SystemExit("--mix-short needs --captions world, no --pool, and a share in (0, 1]")
     if args.size < 2 or args.patch < 1 or args.size % args.patch or args.dim < 4 or args.dim % 4:
         raise SystemExit(f"--size ({args.size}) must be a multiple of --patch ({args.patch}), and --dim ({args.dim}) a "
                          "multiple of the 4 heads")
     canvases = load_canvases(args.canvas_cache, args.size) if args.canvas_cache else None
+    text_len = args.text_len or (96 if args.captions == "world" else 24)
+    encoder = MiniLMTextEncoder.from_package(text_len=text_len, hidden_layer=args.hidden_layer)
+    empty = encoder.encode([""])[0]
     train_bank = prompt_bank(encoder, args.captions, "train", args.bank)
     short_bank = prompt_bank(encoder, "short", "train", 270) if args.mix_short else None
     test_bank = prompt_bank(encoder, args.captions, "test", max(args.eval_clips, 9))

@@ -97,3 +97,14 @@ def make_tiny_t5_tokenizer(folder):
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
     fast.save_pretrained(folder)
     return folder
+
+
+def load_example(name: str):
+    """Import ``examples/<name>.py`` (not a package) as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -12,7 +12,7 @@ import torch
 av = pytest.importorskip("av")
 pytest.importorskip("lmdb")
 
-from conftest import randomize_  # noqa: E402
+from conftest import load_example, randomize_  # noqa: E402
 from flashi2v import FlashI2VTransformer, TransformerConfig  # noqa: E402
 from flashi2v.cli import main  # noqa: E402
 from flashi2v.data.dataset import FlashI2VVideoDataset  # noqa: E402
@@ -318,13 +318,7 @@ def test_video_dataset_draws_per_epoch_without_changing_its_epoch(setup):
 def test_text_motion_probe_pans_over_a_caches_first_frame_latents(setup):
     """examples/text_motion_probe.py --canvas-cache: the canvases are the cache's (centre-cropped) first-frame
     latents; a window that does not fit twice into them is refused."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "text_motion_probe.py"
-    spec = importlib.util.spec_from_file_location("text_motion_probe", path)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_example("text_motion_probe")
     canvases = probe.load_canvases(str(setup["full"]), 2)
     ds = LatentCacheDataset(setup["full"])
     z = ds[0]["first_frame_latents"][:, 0]
@@ -337,5 +331,7 @@ def test_text_motion_probe_pans_over_a_caches_first_frame_latents(setup):
     r = probe.main(["--captions", "short", "--steps", "2", "--eval-clips", "9", "--bank", "9", "--size", "2",
                     "--patch", "1", "--dim", "32", "--canvas-cache", str(setup["full"])])
     assert r["canvas"] == "cache" and math.isfinite(r["loss_last_100"])
+    with pytest.raises(SystemExit, match="--canvas-cache: .* is not a latent cache"):
+        probe.main(["--canvas-cache", str(setup["root"] / "nowhere")])
     with pytest.raises(SystemExit, match="at least 6 px a side"):
         probe.main(["--size", "3", "--patch", "1", "--canvas-cache", str(setup["full"])])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import golden_path, small_config
+from conftest import golden_path, load_example, small_config
 from flashi2v import ConfigError, FlashI2VTransformer, TransformerConfig, WanTransformer, build_transformer, preset
 from flashi2v.method import FlashI2VDenoiser
 from flashi2v.models.attention import attention, get_attention_backend, set_attention_backend
@@ -303,13 +303,7 @@ def test_frame_embedding_option_starts_as_the_plain_model_and_tells_frames_apart
 def test_text_motion_probe_runs_and_its_camera_metric_reads_the_true_pans():
     """examples/text_motion_probe.py (docs/default_model.md): a short run trains and samples; on the true clips its
     camera-shift estimate recovers every prompt's pan direction (or stillness)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "text_motion_probe.py"
-    spec = importlib.util.spec_from_file_location("text_motion_probe", path)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_example("text_motion_probe")
     threads = torch.get_num_threads()
     for captions, extra, text_len in (("short", [], 24), ("short", ["--text-len", "96"], 96), ("world", [], 96),
                                       ("world", ["--mix-short", "0.5"], 96)):

@@ -54,7 +54,8 @@ def sample_ratios(
         lo, hi = (float(v) for v in ratio)
         if hi < lo:
             raise ValueError(f"ratio range must be (lo, hi) with lo <= hi, got {(lo, hi)}")
-        r = lo + (hi - lo) * torch.rand(batch, generator=generator)
+        dev = generator.device if generator is not None else None  # drawn where the generator lives, kept on the CPU
+        r = lo + (hi - lo) * torch.rand(batch, generator=generator, device=dev).cpu()
     return r.clamp(0.0, 1.0)
 
 

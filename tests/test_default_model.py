@@ -104,6 +104,31 @@ def test_recipe_reuses_finished_stages(toy_recipe, capsys):
     assert "world: reusing" in out and "vae: reusing" in out and "base: reusing" in out
 
 
+def test_recipe_gpu_profile_at_toy_size(tmp_path):
+    """--profile gpu: the DiT trains on its own larger draw of the world (data/train_dit, a superset of the VAE's
+    data/train) from recipe/dit_gpu.yaml; the VAE stages inflate. Run here on the CPU (dit.device=cpu) at toy size."""
+    from flashi2v.data.latent_cache import LatentCacheDataset
+
+    cpu = ["dit.device=cpu", "dit.data.batch_size=2", "dit.data.num_workers=0", "dit.parallel.tf32=false"]
+    r = Recipe(tmp_path, workers=1, overrides=TOY + cpu, train_clips=3, test_clips=2, frames=5, size=32,
+               profile="gpu", dit_train_clips=5)
+    assert r.vae_config("vae").model.temporal_init == "inflate" and r.vae_config("vae_image").threads == 2
+    cfg = r.dit_config()
+    assert cfg.data.preload and cfg.data.batch_size == 2 and cfg.data.path == str(tmp_path / "data" / "latents_dit")
+    for stage in ("world", "vae_image", "vae", "base", "cache", "train", "export", "package"):
+        getattr(r, stage)()
+    gt = lambda name: json.loads((tmp_path / "data" / name / "ground_truth.json").read_text())  # noqa: E731
+    assert len(LatentCacheDataset(r.latents)) == 5
+    dit_clips, vae_clips = gt("train_dit")["clips"], gt("train")["clips"]
+    assert len(dit_clips) == 5 and len(vae_clips) == 3 and dit_clips[:3] == vae_clips  # same seeds, same clips
+    info = json.loads((r.package_dir / "model_index.json").read_text())["default_model"]
+    assert info["profile"] == "gpu" and info["dit_config"] == "recipe/dit_gpu.yaml"
+    assert info["data"]["dit_train_clips"] == 5 and "--profile gpu" in info["recipe"]
+    assert info["vae_overrides"]["vae"] == ["model.temporal_init=inflate", "threads=2"]
+    with pytest.raises(Exception, match="unknown recipe profile 'tpu'; choose from cpu, gpu"):
+        Recipe(tmp_path, profile="tpu")
+
+
 def test_recipe_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         recipe_main(["--work", str(tmp_path), "--stages", "nope"])

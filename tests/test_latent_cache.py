@@ -275,6 +275,14 @@ def test_every_caption_is_cached_and_training_draws_one_per_epoch(setup, tmp_pat
     assert [again.batch([0, 3, 1], torch.device("cpu"), epoch=e).captions for e in range(16)] == draws
     b = src.batch([0], torch.device("cpu"), epoch=2)
     torch.testing.assert_close(b.text_emb[0], ds.get(0, metas[0]["cap"].index(b.captions[0]))["text_emb"])
+    # data.preload: the whole cache in memory, each batch a gather; the same batches, text_len 8 < the longest caption
+    for text_len in (16, 8):
+        disk, mem = (LatentCacheSource(str(out), text_len, 384, seed=5, preload=p) for p in (False, True))
+        for e in range(4):
+            x, y = disk.batch([3, 0, 1, 3], torch.device("cpu"), epoch=e), mem.batch([3, 0, 1, 3], torch.device("cpu"), epoch=e)
+            assert x.captions == y.captions and y.text_emb.shape == (4, text_len, 384)
+            for f in ("latents", "first_frame_latents", "text_emb", "empty_text_emb"):
+                assert torch.equal(getattr(x, f), getattr(y, f)), f
 
 
 def test_a_version_1_cache_still_reads(setup, tmp_path):
@@ -295,6 +303,11 @@ def test_a_version_1_cache_still_reads(setup, tmp_path):
     m = json.loads((old / "manifest.json").read_text())
     (old / "manifest.json").write_text(json.dumps(dict(m, format_version=1)))
     a, b = LatentCacheDataset(old), LatentCacheDataset(setup["full"])
+    from flashi2v.train.data import LatentCacheSource
+
+    x, y = (LatentCacheSource(str(old), 16, 384, preload=True).batch(list(range(len(b))), torch.device("cpu")),
+            LatentCacheSource(str(setup["full"]), 16, 384).batch(list(range(len(b))), torch.device("cpu")))
+    assert x.captions == y.captions and torch.equal(x.text_emb, y.text_emb) and torch.equal(x.latents, y.latents)
     for i in range(len(b)):
         x, y = a[i], b[i]
         assert x["caption"] == y["caption"] and x["captions"] == [y["caption"]] and x["num_captions"] == 1

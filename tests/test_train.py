@@ -584,3 +584,14 @@ def test_latents_that_do_not_fit_the_model_fail_at_start_up(tmp_path):
         with pytest.raises(ConfigError, match=re.escape(message)):
             Trainer(tiny_cfg(tmp_path, **over))
         assert not (tmp_path / "run").exists()
+
+
+def test_preload_and_tf32_options_are_checked(tmp_path):
+    """data.preload needs a latent cache; both switches take booleans only (a YAML typo is an error, not truthy)."""
+    with pytest.raises(ConfigError, match="data.preload reads a latent cache into memory; data.source is 'random'"):
+        tiny_cfg(tmp_path, **{"data.preload": True})
+    with pytest.raises(ConfigError, match="data.preload must be true or false"):
+        tiny_cfg(tmp_path, **{"data.preload": "yes"})
+    with pytest.raises(ConfigError, match="parallel.tf32 must be true or false"):
+        tiny_cfg(tmp_path, **{"parallel.tf32": 1})
+    assert tiny_cfg(tmp_path, **{"parallel.tf32": True}).parallel.tf32 is True  # a no-op on the CPU

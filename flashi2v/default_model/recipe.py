@@ -22,7 +22,9 @@ evaluate   the quality bars on the 100 held-out clips (:func:`flashi2v.bench.eva
 
 ``--stages a,b`` runs some stages; ``--set vae.max_steps=10 --set dit.max_steps=10`` overrides config keys (prefixes
 ``vae_image.``, ``vae.``, ``dit.``; the shipped model uses none). ``--focused-captions`` and ``--text-layer 5`` run the
-variant that was tried and not shipped (docs/default_model.md). All seeds are fixed; on another machine the floating-point results differ in the last bits.
+variant that was tried and not shipped (docs/default_model.md). ``--profile gpu`` (:data:`PROFILES`) is the GPU recipe:
+inflated VAE, the DiT on 10000 clips from ``recipe/dit_gpu.yaml`` on CUDA; tried once, not shipped. All seeds are
+fixed; on another machine the floating-point results differ in the last bits.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import RECIPE_DIR
@@ -45,6 +48,26 @@ DEFAULTS = dict(num_frames=FRAMES, height=SIZE, width=SIZE, num_steps=20, shift=
                 cutoff_ratio=0.1, fps=16, negative_prompt="")
 
 
+@dataclass(frozen=True)
+class Profile:
+    """Where and how much: the CPU recipe (this 2-core machine, ~2.5 h) or the GPU one (one CUDA device for the
+    latent cache and the DiT; its VAE stages are the CPU recipe's with ``temporal_init: inflate``)."""
+
+    dit_config: str  # file in recipe/
+    vae_image_overrides: tuple = ()  # applied before --set vae_image.*
+    vae_overrides: tuple = ()  # applied before --set vae.*
+    dit_train_clips: int | None = None  # None: the DiT trains on data/train; else on data/train_dit, this many clips
+    cache_device: str | None = "cpu"  # None: CUDA when available
+
+
+PROFILES = {
+    "cpu": Profile("dit.yaml"),
+    "gpu": Profile("dit_gpu.yaml", vae_image_overrides=("threads=2",),
+                   vae_overrides=("model.temporal_init=inflate", "threads=2"),
+                   dit_train_clips=10000, cache_device=None),
+}
+
+
 def log(msg: str) -> None:
     print(f"[recipe {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -52,24 +75,32 @@ def log(msg: str) -> None:
 class Recipe:
     def __init__(self, work: str | os.PathLike, *, package: str | os.PathLike | None = None, workers: int = 2,
                  overrides: list[str] = (), train_clips: int = TRAIN_CLIPS, test_clips: int = TEST_CLIPS,
-                 frames: int = FRAMES, size: int = SIZE, focused_captions: bool = False, text_hidden_layer: int = -1):
+                 frames: int = FRAMES, size: int = SIZE, focused_captions: bool = False, text_hidden_layer: int = -1,
+                 profile: str = "cpu", dit_train_clips: int | None = None, eval_device: str = "cpu"):
         """The shipped model uses the defaults; smaller ``train_clips`` / ``test_clips`` / ``frames`` / ``size`` (with
         ``--set`` overrides for the step counts) give a fast smoke run of every stage (the tests do this).
         ``focused_captions`` writes the world with three full captions plus one per element per clip
         (``flashi2v world --captions 3 --focused-captions``); ``text_hidden_layer`` picks MiniLM's layer for the base
-        folder (-1: the last). Both were tried for the default model and not shipped (docs/default_model.md)."""
+        folder (-1: the last). Both were tried for the default model and not shipped (docs/default_model.md).
+        ``profile`` picks :data:`PROFILES` (``dit_train_clips`` overrides its DiT data size, for smoke runs);
+        ``eval_device`` runs the evaluation's sampling there (the shipped numbers are from ``cpu``)."""
+        from ..errors import InputError
+
+        if profile not in PROFILES:
+            raise InputError(f"unknown recipe profile {profile!r}; choose from {', '.join(PROFILES)}")
+        self.profile_name, self.profile = profile, PROFILES[profile]
+        self.dit_train_clips = dit_train_clips if dit_train_clips is not None else self.profile.dit_train_clips
         self.work = Path(work).resolve()
         self.train_clips, self.test_clips, self.frames, self.size = train_clips, test_clips, frames, size
         self.focused_captions, self.text_hidden_layer = bool(focused_captions), int(text_hidden_layer)
         self.defaults = dict(DEFAULTS, num_frames=frames, height=size, width=size)
         self.package_dir = Path(package).resolve() if package else self.work / "package"
         self.workers = int(workers)
+        self.eval_device = str(eval_device)
         self.overrides: dict[str, list[str]] = {"vae_image": [], "vae": [], "dit": []}
         for o in overrides:
             prefix, _, rest = o.partition(".")
             if prefix not in self.overrides or not rest:
-                from ..errors import InputError
-
                 raise InputError(f"--set {o}: prefix the key with vae_image., vae. or dit. (e.g. dit.max_steps=10)")
             self.overrides[prefix].append(rest)
 
@@ -80,6 +111,11 @@ class Recipe:
     base_dir = property(lambda self: self.work / "base")
     run = property(lambda self: self.work / "runs" / "flashi2v")
     export_dir = property(lambda self: self.work / "export")
+    # the DiT's data: the VAE's clips (CPU profile) or a larger draw of the same world (GPU profile)
+    dit_suffix = property(lambda self: "" if self.dit_train_clips is None else "_dit")
+    dit_data = property(lambda self: self.data / f"train{self.dit_suffix}")
+    filtered = property(lambda self: self.data / f"filtered{self.dit_suffix}")
+    latents = property(lambda self: self.data / f"latents{self.dit_suffix}")
 
     def vae_config(self, stage: str = "vae"):
         from ..train.vae_trainer import VAETrainConfig
@@ -92,14 +128,14 @@ class Recipe:
             size += [] if stage == "vae_image" else [f"data.num_frames={self.frames}"]
         return VAETrainConfig.from_yaml(RECIPE_DIR / f"{stage}.yaml", [
             f"output_dir={run}", f"data.path={self.data / 'train'}", f"eval.path={self.data / 'test'}", *extra,
-            *size, *self.overrides[stage]])
+            *size, *getattr(self.profile, f"{stage}_overrides"), *self.overrides[stage]])
 
     def dit_config(self, *extra: str):
         """recipe/dit.yaml with this run's paths, sizes, ``--set dit.*`` overrides and then ``extra`` overrides."""
         from ..train.config import TrainConfig
 
-        return TrainConfig.from_yaml(RECIPE_DIR / "dit.yaml", [
-            f"output_dir={self.run}", f"data.path={self.data / 'latents'}", f"model.pipeline={self.base_dir}",
+        return TrainConfig.from_yaml(RECIPE_DIR / self.profile.dit_config, [
+            f"output_dir={self.run}", f"data.path={self.latents}", f"model.pipeline={self.base_dir}",
             *self._size_overrides(), *self.overrides["dit"], *extra])
 
     def _size_overrides(self) -> list[str]:
@@ -111,11 +147,14 @@ class Recipe:
     def world(self) -> None:
         from ..world import write_dataset
 
-        for split, n in (("train", self.train_clips), ("test", self.test_clips)):
-            if (self.data / split / "ground_truth.json").is_file():
-                log(f"world: reusing {self.data / split}")
+        folders = [("train", "train", self.train_clips), ("test", "test", self.test_clips)]
+        if self.dit_train_clips is not None:  # clips 0..n-1 of the train split: a superset of data/train
+            folders.append(("train_dit", "train", self.dit_train_clips))
+        for name, split, n in folders:
+            if (self.data / name / "ground_truth.json").is_file():
+                log(f"world: reusing {self.data / name}")
                 continue
-            ds = write_dataset(self.data / split, split, n, SEED, num_frames=self.frames, height=self.size,
+            ds = write_dataset(self.data / name, split, n, SEED, num_frames=self.frames, height=self.size,
                                width=self.size, fps=FPS, workers=self.workers,
                                num_captions=3 if self.focused_captions else 1, focused_captions=self.focused_captions)
             log(ds.summary())
@@ -158,16 +197,16 @@ class Recipe:
     def filter(self) -> Path:
         from ..data.filter import filter_once
 
-        lmdb, counts = filter_once(self.data / "train" / "filter.yaml", self.data / "filtered")
+        lmdb, counts = filter_once(self.dit_data / "filter.yaml", self.filtered)
         log(f"filter: {'reusing' if counts is None else 'kept {kept}/{total}'.format(**counts)} -> {lmdb}")
         return lmdb
 
     def cache(self) -> None:
         from ..data.latent_cache import encode_cache
 
-        m = encode_cache(self.filter(), self.base_dir, self.data / "latents", height=self.size, width=self.size,
-                         num_frames=self.frames,
-                         train_fps=FPS, seed=SEED, device="cpu", workers=self.workers, log=log)
+        m = encode_cache(self.filter(), self.base_dir, self.latents, height=self.size, width=self.size,
+                         num_frames=self.frames, train_fps=FPS, seed=SEED, device=self.profile.cache_device,
+                         workers=self.workers, log=log)
         log(f"cache: {m['num_samples']} samples, latents {m['latent_shape']}")
 
     def train(self) -> None:
@@ -188,9 +227,15 @@ class Recipe:
 
         vae_eval = json.loads((self.vae_run / "eval.json").read_text())
         cfg = self.dit_config()
-        info = dict(recipe="python -m flashi2v.default_model.recipe --work WORK (flashi2v/default_model/recipe.py)",
-                    vae_configs=["recipe/vae_image.yaml", "recipe/vae.yaml"], dit_config="recipe/dit.yaml", seed=SEED,
+        prof = "" if self.profile_name == "cpu" else f" --profile {self.profile_name}"
+        info = dict(recipe=f"python -m flashi2v.default_model.recipe --work WORK{prof} (flashi2v/default_model/recipe.py)",
+                    profile=self.profile_name, vae_configs=["recipe/vae_image.yaml", "recipe/vae.yaml"],
+                    vae_overrides=dict(vae_image=list(self.profile.vae_image_overrides),
+                                       vae=list(self.profile.vae_overrides)),
+                    dit_config=f"recipe/{self.profile.dit_config}",
+                    seed=SEED,
                     data=dict(world_train_clips=self.train_clips, world_test_clips=self.test_clips, world_seed=SEED,
+                              dit_train_clips=self.dit_train_clips or self.train_clips,
                               frames=self.frames, size=self.size, fps=FPS,
                               focused_captions=self.focused_captions),
                     text_hidden_layer=self.text_hidden_layer,
@@ -216,13 +261,13 @@ class Recipe:
         folder = Path(folder or self.package_dir)
         clips = load_eval_clips(self.data / "test", limit=limit)
         settings = EvalSettings()
-        pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
+        pipe = FlashI2VPipeline.from_pretrained(folder, device=self.eval_device)
         # trajectories are scored on the objects that the model's own (fp32) VAE keeps trackable: the round trip of
         # the ground truth is the ceiling of every video this VAE decodes (see bench.leakage.attach_ceiling)
         attach_ceiling(clips, vae_roundtrip_model(pipe.vae))
         gen = GenerationSettings(num_steps=None, negative_prompt=None, batch_size=4)  # the folder's defaults
         if self.workers > 1 and len(clips) > 1:
-            model = _evaluate_in_parallel(pipe, folder, clips, settings, gen, self.workers)
+            model = _evaluate_in_parallel(pipe, folder, clips, settings, gen, self.workers, self.eval_device)
         else:
             model = evaluate_model(pipe, clips, settings, generation=gen, log=log)
         vae_ev = evaluate_model(ceiling_model, clips, settings)  # the round trip above
@@ -248,20 +293,20 @@ class Recipe:
         return out
 
 
-def _evaluate_part(folder: str, clips: list, settings, gen) -> list:
-    """Worker of :func:`_evaluate_in_parallel`: generate and score ``clips`` (with the parent's ceilings, so the same
-    objects are trackable) on 1 thread."""
+def _evaluate_part(folder: str, clips: list, settings, gen, device: str = "cpu") -> list:
+    """Worker of :func:`_evaluate_in_parallel`: generate (on ``device``) and score ``clips`` (with the parent's
+    ceilings, so the same objects are trackable) on 1 thread."""
     import torch
 
     from ..bench.leakage import evaluate_model
     from ..pipeline import FlashI2VPipeline
 
     torch.set_num_threads(1)
-    pipe = FlashI2VPipeline.from_pretrained(folder, device="cpu")
+    pipe = FlashI2VPipeline.from_pretrained(folder, device=device)
     return evaluate_model(pipe, clips, settings, generation=gen).records
 
 
-def _evaluate_in_parallel(pipe, folder, clips, settings, gen, workers: int):
+def _evaluate_in_parallel(pipe, folder, clips, settings, gen, workers: int, device: str = "cpu"):
     """:func:`flashi2v.bench.evaluate_model` of the model folder ``folder`` (loaded here as ``pipe``) on ``clips``
     (ceilings attached), split over ``workers`` processes that are sent their share of the clips. Clip ``i`` is
     sampled with seed ``gen.seed + i`` whichever process makes it, so the videos are a serial run's up to the last
@@ -272,7 +317,7 @@ def _evaluate_in_parallel(pipe, folder, clips, settings, gen, workers: int):
     from ..bench.leakage import ModelEvaluation, PipelineModel, summarize
 
     start = time.perf_counter()
-    args = [(str(folder), clips[k::workers], settings, gen) for k in range(workers)]
+    args = [(str(folder), clips[k::workers], settings, gen, device) for k in range(workers)]
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
         parts = list(ex.map(_evaluate_part, *zip(*args)))
     records = sorted((r for p in parts for r in p), key=lambda r: r["index"])
@@ -286,7 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", required=True, help="working folder (data, runs, exports)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--package", help="where the package stage writes the model folder (default WORK/package)")
-    p.add_argument("--workers", type=int, default=2, help="processes for world rendering and latent encoding")
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes for world rendering, latent encoding and the evaluation")
+    p.add_argument("--eval-device", default="cpu",
+                   help="evaluate stage: where the samples are generated (cpu, as for the shipped numbers; cuda, cuda:N)")
+    p.add_argument("--profile", default="cpu", choices=sorted(PROFILES),
+                   help="cpu (default: the shipped recipe on this 2-core CPU) or gpu (DiT and latent cache on CUDA, "
+                        "10000 DiT clips, recipe/dit_gpu.yaml)")
     p.add_argument("--focused-captions", action="store_true",
                    help="world stage: 3 full captions plus one per element per clip (not the shipped model's data)")
     p.add_argument("--text-layer", type=int, default=-1,
@@ -302,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         r = Recipe(args.work, package=args.package, workers=args.workers, overrides=args.set,
-                   focused_captions=args.focused_captions, text_hidden_layer=args.text_layer)
+                   focused_captions=args.focused_captions, text_hidden_layer=args.text_layer, profile=args.profile,
+                   eval_device=args.eval_device)
         for s in STAGES:
             if s in stages:
                 log(f"stage {s}")

@@ -11,6 +11,7 @@ Context-parallel peers share a data-parallel rank and therefore the same batch.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -89,7 +90,8 @@ class LatentCacheSource(BatchSource):
     """A latent cache. A sample with several captions gets one drawn per (seed, epoch, index): every epoch may see
     another caption, and a resumed run draws the same ones."""
 
-    def __init__(self, path: str, text_len: int, text_dim: int, seed: int = 0):
+    def __init__(self, path: str, text_len: int, text_dim: int, seed: int = 0, preload: bool = False,
+                 device: torch.device | str = "cpu"):
         from ..data.latent_cache import LatentCacheDataset
 
         self.ds = LatentCacheDataset(path, pad_text=True)
@@ -102,6 +104,29 @@ class LatentCacheSource(BatchSource):
         self.num_samples = len(self.ds)
         self.latent_shape = tuple(self.ds[0]["latents"].shape)
         self.empty = self._fit(self.ds.empty_text_emb)
+        self.memory = self._preload(torch.device(device)) if preload else None
+
+    def _preload(self, device: torch.device) -> dict:
+        """Every shard's tensors, concatenated on ``device``: latents, first-frame latents, each caption's states
+        (fitted to ``text_len``) and each sample's first caption / caption count, so a batch is a gather."""
+        from safetensors import safe_open
+
+        lat, first, emb, counts, captions = [], [], [], [], []
+        for name, n in self.ds.shards:
+            with safe_open(str(self.ds.cache_dir / name), framework="pt") as f:
+                lat.append(f.get_tensor("latents")[:n].float())
+                first.append(f.get_tensor("first_frame_latents")[:n].float())
+                c = f.get_tensor("num_captions")[:n].long() if "num_captions" in f.keys() else torch.ones(n, dtype=torch.long)
+                lengths, states = f.get_tensor("text_len").long(), f.get_tensor("text_emb")
+                starts = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)[:-1]])
+                emb += [self._fit(states[b: b + int(k)]) for b, k in zip(starts.tolist(), lengths.tolist())]
+                counts.append(c)
+                caps = json.loads(f.metadata()["captions"])[:n]
+                captions += [cap if isinstance(cap, list) else [cap] for cap in caps]
+        counts_t = torch.cat(counts)
+        return dict(latents=torch.cat(lat).to(device), first=torch.cat(first).to(device),
+                    text_emb=torch.stack(emb).to(device), counts=counts_t,
+                    first_caption=torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)[:-1]]), captions=captions)
 
     def _fit(self, emb: torch.Tensor) -> torch.Tensor:
         emb = emb[: self.text_len]
@@ -118,6 +143,15 @@ class LatentCacheSource(BatchSource):
         return pick
 
     def batch(self, indices, device, epoch: int = 0):
+        if self.memory is not None:
+            m, pick = self.memory, self._pick(epoch)
+            idx = torch.as_tensor(indices, dtype=torch.long)
+            ks = [pick(i, int(m["counts"][i])) for i in indices]
+            rows = m["first_caption"][idx] + torch.as_tensor(ks, dtype=torch.long)
+            on = m["latents"].device
+            return Batch(latents=m["latents"][idx.to(on)].to(device), first_frame_latents=m["first"][idx.to(on)].to(device),
+                         text_emb=m["text_emb"][rows.to(on)].to(device), empty_text_emb=self.empty.to(device),
+                         captions=[m["captions"][i][k] for i, k in zip(indices, ks)])
         items = [self.ds.get(i, self._pick(epoch)) for i in indices]
         return Batch(
             latents=torch.stack([it["latents"] for it in items]).float().to(device),
@@ -198,7 +232,8 @@ class VideoSource(BatchSource):
 def build_source(cfg, model_config, device: torch.device) -> BatchSource:
     d = cfg.data
     if d.source == "latent_cache":
-        src: Any = LatentCacheSource(d.path, model_config.text_len, model_config.text_dim, cfg.seed)
+        src: Any = LatentCacheSource(d.path, model_config.text_len, model_config.text_dim, cfg.seed, d.preload,
+                                     device)
     elif d.source == "random":
         for name, m in (("height", 16), ("width", 16)):
             if getattr(d, name) % m:

@@ -170,6 +170,8 @@ class Trainer:
         if cfg.device == "cuda" and info.device.type != "cuda":
             raise ConfigError("device=cuda but no CUDA device is available; use device=cpu (or auto)")
         self.device = torch.device("cpu") if cfg.device == "cpu" else info.device
+        if self.device.type == "cuda":  # process-wide, like the thread count; fit() does not restore it
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.parallel.tf32
         self.is_main = self.rank == 0
         self.out = Path(cfg.output_dir)
         p = cfg.parallel
@@ -248,8 +250,11 @@ class Trainer:
         cfg = self.cfg
         b = batch.latents.shape[0]
         first_slot = (micro * self.dp_size + self.dp_rank) * b  # the sample's place in this step's global batch
-        gens = [torch.Generator().manual_seed(sample_seed(cfg.seed, self.step, first_slot + i)) for i in range(b)]
-        drop = torch.stack([torch.rand((), generator=g) for g in gens]) < cfg.data.text_dropout
+        # per-sample generators on the training device: a CUDA run draws its noise there (a CPU generator would
+        # make ~10M normals per step on the host); a CPU run draws exactly what it always did
+        gens = [torch.Generator(self.device).manual_seed(sample_seed(cfg.seed, self.step, first_slot + i))
+                for i in range(b)]
+        drop = torch.stack([torch.rand((), generator=g, device=self.device) for g in gens]) < cfg.data.text_dropout
         context = torch.where(drop.to(self.device)[:, None, None], batch.empty_text_emb[None].to(batch.text_emb.dtype),
                               batch.text_emb)
         draws = self.paradigm.draw(batch.latents.shape, gens, time_sampler=self.time_sampler, device=self.device)

@@ -11,7 +11,6 @@ Context-parallel peers share a data-parallel rank and therefore the same batch.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -108,25 +107,24 @@ class LatentCacheSource(BatchSource):
 
     def _preload(self, device: torch.device) -> dict:
         """Every shard's tensors, concatenated on ``device``: latents, first-frame latents, each caption's states
-        (fitted to ``text_len``) and each sample's first caption / caption count, so a batch is a gather."""
+        (fitted to ``text_len``) and each sample's first caption row, so a batch is a gather."""
         from safetensors import safe_open
 
-        lat, first, emb, counts, captions = [], [], [], [], []
+        lat, first, emb = [], [], []
         for name, n in self.ds.shards:
             with safe_open(str(self.ds.cache_dir / name), framework="pt") as f:
                 lat.append(f.get_tensor("latents")[:n].float())
                 first.append(f.get_tensor("first_frame_latents")[:n].float())
-                c = f.get_tensor("num_captions")[:n].long() if "num_captions" in f.keys() else torch.ones(n, dtype=torch.long)
-                lengths, states = f.get_tensor("text_len").long(), f.get_tensor("text_emb")
-                starts = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)[:-1]])
-                emb += [self._fit(states[b: b + int(k)]) for b, k in zip(starts.tolist(), lengths.tolist())]
-                counts.append(c)
-                caps = json.loads(f.metadata()["captions"])[:n]
-                captions += [cap if isinstance(cap, list) else [cap] for cap in caps]
-        counts_t = torch.cat(counts)
+                lengths, states = f.get_tensor("text_len").tolist(), f.get_tensor("text_emb")
+                begin = 0
+                for k in lengths:
+                    emb.append(self._fit(states[begin: begin + k]))
+                    begin += k
+        captions = self.ds.all_captions()
+        counts = torch.tensor([len(c) for c in captions], dtype=torch.long)
         return dict(latents=torch.cat(lat).to(device), first=torch.cat(first).to(device),
-                    text_emb=torch.stack(emb).to(device), counts=counts_t,
-                    first_caption=torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)[:-1]]), captions=captions)
+                    text_emb=torch.stack(emb).to(device), captions=captions,
+                    first_caption=torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]]))
 
     def _fit(self, emb: torch.Tensor) -> torch.Tensor:
         emb = emb[: self.text_len]
@@ -146,7 +144,7 @@ class LatentCacheSource(BatchSource):
         if self.memory is not None:
             m, pick = self.memory, self._pick(epoch)
             idx = torch.as_tensor(indices, dtype=torch.long)
-            ks = [pick(i, int(m["counts"][i])) for i in indices]
+            ks = [pick(i, len(m["captions"][i])) for i in indices]
             rows = m["first_caption"][idx] + torch.as_tensor(ks, dtype=torch.long)
             on = m["latents"].device
             return Batch(latents=m["latents"][idx.to(on)].to(device), first_frame_latents=m["first"][idx.to(on)].to(device),

@@ -255,7 +255,7 @@ class Trainer:
         gens = [torch.Generator(self.device).manual_seed(sample_seed(cfg.seed, self.step, first_slot + i))
                 for i in range(b)]
         drop = torch.stack([torch.rand((), generator=g, device=self.device) for g in gens]) < cfg.data.text_dropout
-        context = torch.where(drop.to(self.device)[:, None, None], batch.empty_text_emb[None].to(batch.text_emb.dtype),
+        context = torch.where(drop[:, None, None], batch.empty_text_emb[None].to(batch.text_emb.dtype),
                               batch.text_emb)
         draws = self.paradigm.draw(batch.latents.shape, gens, time_sampler=self.time_sampler, device=self.device)
         out = self.paradigm.training_loss(self.model, batch.latents, batch.first_frame_latents, context, draws=draws)

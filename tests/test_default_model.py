@@ -165,10 +165,17 @@ def test_shipped_dit_sees_every_latent_direction():
 
     from flashi2v.config import TransformerConfig
     from flashi2v.default_model import MODEL_DIR, RECIPE_DIR
+    from flashi2v.default_model.recipe import PROFILES
 
     cfg = TransformerConfig.load(MODEL_DIR / "transformer")
     assert cfg.unseen_latent_dims == 0, f"shipped DiT cannot see {cfg.unseen_latent_dims} latent dims per patch"
-    recipe = yaml.safe_load((RECIPE_DIR / "dit.yaml").read_text())["model"]["architecture"]
+    info = json.loads((MODEL_DIR / "model_index.json").read_text())["default_model"]
+    profile = PROFILES[info["profile"]]  # the recipe profile that made it: its configs and VAE overrides
+    assert info["dit_config"] == f"recipe/{profile.dit_config}"
+    assert info["vae_overrides"] == dict(vae_image=list(profile.vae_image_overrides), vae=list(profile.vae_overrides))
+    config = yaml.safe_load((RECIPE_DIR / profile.dit_config).read_text())
+    assert config["max_steps"] == info["dit_steps"], "the shipped DiT's steps are not its recipe config's"
+    recipe = config["model"]["architecture"]
     shipped = cfg.to_dict()
     for key, value in recipe.items():
         got = shipped[key]

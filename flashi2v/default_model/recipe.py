@@ -1,4 +1,7 @@
-"""The exact recipe of the shipped default model: ``python -m flashi2v.default_model.recipe --work DIR``.
+"""The exact recipe of the shipped default model: ``python -m flashi2v.default_model.recipe --work DIR --profile gpu``.
+
+Without ``--profile gpu`` the CPU recipe runs (``--profile cpu``, everything on a 2-core CPU in about 2.5 h): it
+reproduces the previous default model (patch 1x4x4, ``recipe/dit.yaml``), not the shipped one.
 
 Stages (each reuses its output when it is already there, so an interrupted run continues):
 
@@ -9,11 +12,12 @@ vae_image  ``flashi2v train-vae --config recipe/vae_image.yaml``: the VAE on sin
            -> ``DIR/vae_image/vae``
 vae        ``flashi2v train-vae --config recipe/vae.yaml model.init=DIR/vae_image/vae``: fine-tuned on whole clips
            (held-out round-trip PSNR on ``data/test``) -> ``DIR/vae/vae``
-base       a model folder ``DIR/base``: that VAE, MiniLM (package reference, ``text_len`` of ``recipe/dit.yaml``) and a
+base       a model folder ``DIR/base``: that VAE, MiniLM (package reference, ``text_len`` of the DiT config) and a
            random DiT of the recipe's architecture (only its VAE and text encoder are used)
 filter     ``flashi2v data filter`` with the world's ``filter.yaml`` -> ``DIR/data/filtered``
 cache      ``flashi2v data encode`` (VAE latents, first-frame latents, MiniLM states) -> ``DIR/data/latents``
-train      ``flashi2v train --config recipe/dit.yaml`` on the cache -> ``DIR/runs/flashi2v``
+train      ``flashi2v train --config recipe/dit_gpu.yaml`` (the CPU profile: ``dit.yaml``) on the cache
+           -> ``DIR/runs/flashi2v``
 export     ``flashi2v export`` (EMA weights) -> ``DIR/export``
 package    :func:`flashi2v.default_model.package_model` (fp16) -> ``--package`` (default: ``DIR/package``; the
            shipped copy is ``flashi2v/default_model/model``) plus the training logs in ``DIR/recipe_logs``
@@ -22,8 +26,8 @@ evaluate   the quality bars on the 100 held-out clips (:func:`flashi2v.bench.eva
 
 ``--stages a,b`` runs some stages; ``--set vae.max_steps=10 --set dit.max_steps=10`` overrides config keys (prefixes
 ``vae_image.``, ``vae.``, ``dit.``; the shipped model uses none). ``--focused-captions`` and ``--text-layer 5`` run the
-variant that was tried and not shipped (docs/default_model.md). ``--profile gpu`` (:data:`PROFILES`) is the GPU recipe:
-inflated VAE, the DiT on 10000 clips from ``recipe/dit_gpu.yaml`` on CUDA; tried once, not shipped. All seeds are
+variant that was tried and not shipped (docs/default_model.md). ``--profile gpu`` (:data:`PROFILES`) is the shipped
+model's recipe: inflated VAE, the DiT on 10000 clips from ``recipe/dit_gpu.yaml`` on CUDA. All seeds are
 fixed; on another machine the floating-point results differ in the last bits.
 """
 
@@ -77,8 +81,9 @@ class Recipe:
                  overrides: list[str] = (), train_clips: int = TRAIN_CLIPS, test_clips: int = TEST_CLIPS,
                  frames: int = FRAMES, size: int = SIZE, focused_captions: bool = False, text_hidden_layer: int = -1,
                  profile: str = "cpu", dit_train_clips: int | None = None, eval_device: str = "cpu"):
-        """The shipped model uses the defaults; smaller ``train_clips`` / ``test_clips`` / ``frames`` / ``size`` (with
-        ``--set`` overrides for the step counts) give a fast smoke run of every stage (the tests do this).
+        """The shipped model uses the defaults with ``profile="gpu"``; smaller ``train_clips`` / ``test_clips`` /
+        ``frames`` / ``size`` (with ``--set`` overrides for the step counts) give a fast smoke run of every stage (the
+        tests do this).
         ``focused_captions`` writes the world with three full captions plus one per element per clip
         (``flashi2v world --captions 3 --focused-captions``); ``text_hidden_layer`` picks MiniLM's layer for the base
         folder (-1: the last). Both were tried for the default model and not shipped (docs/default_model.md).
@@ -131,7 +136,8 @@ class Recipe:
             *size, *getattr(self.profile, f"{stage}_overrides"), *self.overrides[stage]])
 
     def dit_config(self, *extra: str):
-        """recipe/dit.yaml with this run's paths, sizes, ``--set dit.*`` overrides and then ``extra`` overrides."""
+        """The profile's DiT config (recipe/dit_gpu.yaml or dit.yaml) with this run's paths, sizes, ``--set dit.*``
+        overrides and then ``extra`` overrides."""
         from ..train.config import TrainConfig
 
         return TrainConfig.from_yaml(RECIPE_DIR / self.profile.dit_config, [
@@ -336,14 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-device", default="cpu",
                    help="evaluate stage: where the samples are generated (cpu, as for the shipped numbers; cuda, cuda:N)")
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES),
-                   help="cpu (default: the shipped recipe on this 2-core CPU) or gpu (DiT and latent cache on CUDA, "
-                        "10000 DiT clips, recipe/dit_gpu.yaml)")
+                   help="gpu: the shipped model's recipe (DiT and latent cache on CUDA, 10000 DiT clips, "
+                        "recipe/dit_gpu.yaml); cpu (default): everything on a 2-core CPU, the previous default model")
     p.add_argument("--focused-captions", action="store_true",
                    help="world stage: 3 full captions plus one per element per clip (not the shipped model's data)")
     p.add_argument("--text-layer", type=int, default=-1,
                    help="base stage: MiniLM hidden layer for the text states (default -1, the last, as shipped)")
     p.add_argument("--set", action="append", default=[], metavar="vae.KEY=VALUE|dit.KEY=VALUE",
-                   help="override a key of recipe/vae.yaml or recipe/dit.yaml (repeatable)")
+                   help="override a key of recipe/vae_image.yaml, vae.yaml or the profile's DiT config (repeatable)")
     args = p.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]

@@ -4,7 +4,9 @@ Each clip is a window (16 x 16 latent pixels, 9 latent frames, 16 channels) movi
 latent canvas: one of 8 pan directions (4-8 latent px over the clip, 25-50 % of the frame) or still. ``--size``
 changes the window (the canvas, 2.5x, and the pan, 25-50 %, scale with it); ``--canvas-cache CACHE`` takes the
 canvases from a latent cache's first-frame latents instead (real VAE latents of real images, panned exactly; they
-must be at least twice the window). The prompt is
+must be at least twice the window); ``--canvas-bank N`` draws them from a fixed bank of N random canvases instead of a
+new one per clip; ``--whiten`` flattens the canvases' mean power spectrum per channel (needs a cache or a bank). The
+prompt is
 
 * ``--captions short``: "The camera pans left over the scene." (3 phrasings per direction), or
 * ``--captions world``: a real caption of the procedural world (flashi2v.world) whose camera pans or holds still;
@@ -84,8 +86,7 @@ def make_clips(bank, b: int, g: torch.Generator, size: int = 16, canvases: torch
     pick = torch.randint(0, len(labels), (b,), generator=g)
     if canvases is None:
         extent = int(size * 2.5)
-        canvas = F.interpolate(torch.randn(b, C, extent // 4, extent // 4, generator=g), size=(extent, extent),
-                               mode="bicubic") * 1.5
+        canvas = noise_canvases(b, extent, g)
     else:
         extent = canvases.shape[-1]
         canvas = canvases[torch.randint(0, len(canvases), (b,), generator=g)]
@@ -101,6 +102,21 @@ def make_clips(bank, b: int, g: torch.Generator, size: int = 16, canvases: torch
             grid = torch.stack([gx, gy], -1)[None] / (extent - 1) * 2 - 1
             clips[i, :, t] = F.grid_sample(canvas[i:i + 1], grid, align_corners=True)[0]
     return clips, states[pick].clone(), labels[pick]
+
+
+def noise_canvases(n: int, extent: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` random smooth canvases [n, C, extent, extent]: Gaussian noise at a quarter of the size, bicubic upsampled."""
+    return F.interpolate(torch.randn(n, C, extent // 4, extent // 4, generator=g), size=(extent, extent),
+                         mode="bicubic") * 1.5
+
+
+def whiten(canvases: torch.Tensor) -> torch.Tensor:
+    """Divide every 2-D frequency of each channel by its RMS amplitude over the canvases (a flat mean power spectrum,
+    DC included), then standardise each channel: the canvases' texture at every scale weighs the same."""
+    f = torch.fft.fft2(canvases.double())
+    flat = torch.fft.ifft2(f / f.abs().pow(2).mean(0, keepdim=True).sqrt().clamp_min(1e-12)).real
+    flat = (flat - flat.mean((0, 2, 3), keepdim=True)) / flat.std((0, 2, 3), keepdim=True)
+    return flat.float()
 
 
 def load_canvases(cache: str, size: int) -> torch.Tensor:
@@ -165,6 +181,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--dim", type=int, default=128, help="the DiT's width (ffn 4x)")
     ap.add_argument("--canvas-cache", default=None,
                     help="a latent cache (flashi2v data encode): pan over its first-frame latents, not random noise")
+    ap.add_argument("--canvas-bank", type=int, default=0,
+                    help="pan over a fixed bank of this many random canvases (0: a new canvas for every clip)")
+    ap.add_argument("--whiten", action="store_true",
+                    help="flatten the canvases' mean power spectrum per channel (with --canvas-cache or --canvas-bank)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     threads = torch.get_num_threads()
@@ -183,7 +203,15 @@ def run(args) -> dict:
     if args.size < 2 or args.patch < 1 or args.size % args.patch or args.dim < 4 or args.dim % 4:
         raise SystemExit(f"--size ({args.size}) must be a multiple of --patch ({args.patch}), and --dim ({args.dim}) a "
                          "multiple of the 4 heads")
+    if args.canvas_bank and args.canvas_cache:
+        raise SystemExit("give --canvas-cache or --canvas-bank, not both")
+    if args.canvas_bank < 0 or (args.whiten and not (args.canvas_cache or args.canvas_bank)):
+        raise SystemExit("--canvas-bank must be positive, and --whiten needs --canvas-cache or --canvas-bank")
     canvases = load_canvases(args.canvas_cache, args.size) if args.canvas_cache else None
+    if args.canvas_bank:
+        canvases = noise_canvases(args.canvas_bank, int(args.size * 2.5), torch.Generator().manual_seed(7))
+    if args.whiten:
+        canvases = whiten(canvases)
     text_len = args.text_len or (96 if args.captions == "world" else 24)
     encoder = MiniLMTextEncoder.from_package(text_len=text_len, hidden_layer=args.hidden_layer)
     empty = encoder.encode([""])[0]
@@ -236,7 +264,8 @@ def run(args) -> dict:
     result = dict(
         captions=args.captions, text_len=text_len, hidden_layer=args.hidden_layer, frame_embedding=args.frame_embedding,
         steps=args.steps, pool=args.pool, mix_short=args.mix_short, size=args.size, patch=args.patch, dim=args.dim,
-        canvas="cache" if canvases is not None else "noise",
+        canvas="cache" if args.canvas_cache else f"bank {args.canvas_bank}" if args.canvas_bank else "noise",
+        whiten=args.whiten,
         direction_right=sum(right) / len(right), pans_right=f"{sum(pans)}/{len(pans)}",
         mean_shift_px=sum(math.hypot(*s) for s in shifts) / len(shifts),
         truth_direction_right=sum(direction_right(camera_shift(v), int(lab)) for v, lab in zip(x0, labels)) / len(labels),

@@ -327,3 +327,31 @@ def test_text_motion_probe_runs_and_its_camera_metric_reads_the_true_pans():
         dx, dy = probe.camera_shift(clip)
         vx, vy = probe.DIRECTIONS.get(probe.NAMES[label], (0, 0))
         assert (int(math.copysign(1, dx)) if abs(dx) > 1 else 0, int(math.copysign(1, dy)) if abs(dy) > 1 else 0) == (vx, vy)
+
+
+def test_text_motion_probe_canvas_bank_and_whitening():
+    """--canvas-bank pans over a fixed bank of random canvases; --whiten flattens the canvases' mean power spectrum
+    per channel and standardises them (a smooth canvas's high frequencies are raised to its low ones)."""
+    probe = load_example("text_motion_probe")
+    smooth = probe.noise_canvases(64, 20, torch.Generator().manual_seed(0))
+    power = lambda x: torch.fft.fft2(x.double()).abs().pow(2).mean(0)  # noqa: E731  [C, S, S]
+    flat = probe.whiten(smooth)
+    assert flat.shape == smooth.shape and flat.dtype == torch.float32
+    assert torch.allclose(flat.std((0, 2, 3)), torch.ones(16), atol=1e-4) and flat.mean().abs() < 1e-5
+    p_smooth, p_flat = power(smooth), power(flat)
+    assert p_smooth.max() / p_smooth.min() > 1e3  # smooth: the low frequencies carry the energy
+    p_flat = p_flat.flatten(1)[:, 1:]  # DC is removed by the standardisation
+    assert (p_flat.max(1).values / p_flat.min(1).values).max() < 1.01  # flat at every other frequency
+    bank = probe.noise_canvases(5, 20, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(0)
+    clips, _, labels = probe.make_clips((torch.zeros(9, 4, 384), torch.arange(9)), 9, g, size=8, canvases=bank)
+    still = [c for c, lab in zip(clips, labels) if probe.NAMES[lab] == "still"]
+    assert still and all(any(torch.allclose(c[:, 0], b[:, 6:14, 6:14], atol=1e-5) for b in bank) for c in still)
+    for extra in (["--canvas-bank", "5"], ["--canvas-bank", "5", "--whiten"]):
+        r = probe.main(["--captions", "short", "--steps", "2", "--eval-clips", "9", "--bank", "9", "--size", "8",
+                        "--dim", "32", *extra])
+        assert r["canvas"] == "bank 5" and r["whiten"] == ("--whiten" in extra) and math.isfinite(r["loss_last_100"])
+    with pytest.raises(SystemExit, match="--whiten needs --canvas-cache or --canvas-bank"):
+        probe.main(["--whiten"])
+    with pytest.raises(SystemExit, match="not both"):
+        probe.main(["--canvas-bank", "5", "--canvas-cache", "x"])

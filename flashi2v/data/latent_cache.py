@@ -337,6 +337,22 @@ class LatentCacheDataset(Dataset):
                 out += [c if isinstance(c, list) else [c] for c in json.loads(f.metadata()["captions"])]
         return out
 
+    def read_all(self) -> Dict[str, Any]:
+        """The whole cache, one file open per shard: ``latents`` [N, 16, T, h, w] and ``first_frame_latents``
+        [N, 16, 1, h, w] (as stored), ``text_emb`` (every caption's states [length, D], unpadded, sample by sample and
+        within a sample in caption order) and ``captions`` (:meth:`all_captions`)."""
+        from safetensors import safe_open
+
+        lat, first, emb = [], [], []
+        for name, n in self.shards:
+            with safe_open(str(self.cache_dir / name), framework="pt") as f:
+                lat.append(f.get_tensor("latents")[:n])
+                first.append(f.get_tensor("first_frame_latents")[:n])
+                lengths = f.get_tensor("text_len").tolist()
+                emb += f.get_tensor("text_emb")[: sum(lengths)].split(lengths)
+        return dict(latents=torch.cat(lat), first_frame_latents=torch.cat(first), text_emb=emb,
+                    captions=self.all_captions())
+
     def _pad(self, emb: torch.Tensor) -> torch.Tensor:
         if not self.pad_text or emb.shape[0] >= self.text_len_max:
             return emb

@@ -106,25 +106,13 @@ class LatentCacheSource(BatchSource):
         self.memory = self._preload(torch.device(device)) if preload else None
 
     def _preload(self, device: torch.device) -> dict:
-        """Every shard's tensors, concatenated on ``device``: latents, first-frame latents, each caption's states
-        (fitted to ``text_len``) and each sample's first caption row, so a batch is a gather."""
-        from safetensors import safe_open
-
-        lat, first, emb = [], [], []
-        for name, n in self.ds.shards:
-            with safe_open(str(self.ds.cache_dir / name), framework="pt") as f:
-                lat.append(f.get_tensor("latents")[:n].float())
-                first.append(f.get_tensor("first_frame_latents")[:n].float())
-                lengths, states = f.get_tensor("text_len").tolist(), f.get_tensor("text_emb")
-                begin = 0
-                for k in lengths:
-                    emb.append(self._fit(states[begin: begin + k]))
-                    begin += k
-        captions = self.ds.all_captions()
-        counts = torch.tensor([len(c) for c in captions], dtype=torch.long)
-        return dict(latents=torch.cat(lat).to(device), first=torch.cat(first).to(device),
-                    text_emb=torch.stack(emb).to(device), captions=captions,
-                    first_caption=torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]]))
+        """The whole cache (:meth:`LatentCacheDataset.read_all`) on ``device``: latents, first-frame latents, each
+        caption's states (fitted to ``text_len``) and each sample's first caption row, so a batch is a gather."""
+        cache = self.ds.read_all()
+        counts = torch.tensor([len(c) for c in cache["captions"]], dtype=torch.long)
+        return dict(latents=cache["latents"].float().to(device), first=cache["first_frame_latents"].float().to(device),
+                    text_emb=torch.stack([self._fit(e) for e in cache["text_emb"]]).to(device),
+                    captions=cache["captions"], first_caption=torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]]))
 
     def _fit(self, emb: torch.Tensor) -> torch.Tensor:
         emb = emb[: self.text_len]
@@ -143,12 +131,12 @@ class LatentCacheSource(BatchSource):
     def batch(self, indices, device, epoch: int = 0):
         if self.memory is not None:
             m, pick = self.memory, self._pick(epoch)
-            idx = torch.as_tensor(indices, dtype=torch.long)
             ks = [pick(i, len(m["captions"][i])) for i in indices]
+            idx = torch.as_tensor(indices, dtype=torch.long)
             rows = m["first_caption"][idx] + torch.as_tensor(ks, dtype=torch.long)
-            on = m["latents"].device
-            return Batch(latents=m["latents"][idx.to(on)].to(device), first_frame_latents=m["first"][idx.to(on)].to(device),
-                         text_emb=m["text_emb"][rows.to(on)].to(device), empty_text_emb=self.empty.to(device),
+            idx, rows = idx.to(m["latents"].device), rows.to(m["latents"].device)  # gathered where the cache lives
+            return Batch(latents=m["latents"][idx].to(device), first_frame_latents=m["first"][idx].to(device),
+                         text_emb=m["text_emb"][rows].to(device), empty_text_emb=self.empty.to(device),
                          captions=[m["captions"][i][k] for i, k in zip(indices, ks)])
         items = [self.ds.get(i, self._pick(epoch)) for i in indices]
         return Batch(

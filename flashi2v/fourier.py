@@ -39,11 +39,13 @@ def sample_ratios(
 ) -> torch.Tensor:
     """Per-sample magnitude ratios [B] (float32, clamped to [0, 1]).
 
-    A float is used for every sample, a tensor [B] gives each sample its own; a pair (lo, hi) draws lo + (hi - lo) * U(0, 1) per sample with ``torch.rand``
-    on the CPU (from ``generator``, or the global RNG like the official code).
+    A float is used for every sample, a tensor [B] gives each sample its own (kept on its device); a pair (lo, hi)
+    draws lo + (hi - lo) * U(0, 1) per sample with ``torch.rand`` from ``generator``, on the generator's device (the
+    global RNG draws on the CPU, like the official code). Nothing is copied between devices: a CUDA training step
+    that draws its ratios there never waits for the GPU here.
     """
     if isinstance(ratio, torch.Tensor):  # explicit per-sample ratios (e.g. drawn per sample by the trainer)
-        r = ratio.detach().float().cpu().reshape(-1)
+        r = ratio.detach().float().reshape(-1)
         if r.numel() == 1:
             r = r.expand(batch).clone()
         if r.numel() != batch:
@@ -54,8 +56,8 @@ def sample_ratios(
         lo, hi = (float(v) for v in ratio)
         if hi < lo:
             raise ValueError(f"ratio range must be (lo, hi) with lo <= hi, got {(lo, hi)}")
-        dev = generator.device if generator is not None else None  # drawn where the generator lives, kept on the CPU
-        r = lo + (hi - lo) * torch.rand(batch, generator=generator, device=dev).cpu()
+        dev = generator.device if generator is not None else None  # drawn (and kept) where the generator lives
+        r = lo + (hi - lo) * torch.rand(batch, generator=generator, device=dev)
     return r.clamp(0.0, 1.0)
 
 

@@ -245,7 +245,7 @@ class FlashI2VParadigm(Paradigm):
                               {"cutoff_radius": out.condition.cutoff_radius})
 
     def _draw(self, shape, generator, time_sampler, device) -> Draws:
-        # method.training_loss's order: the cutoff ratios (on the CPU, like fourier.sample_ratios), sigmas, noise
+        # method.training_loss's order: the cutoff ratios (where the generator lives), sigmas, noise
         ratios = sample_ratios(self.train_cutoff_ratio, shape[0], generator)
         sigmas, noise = _sigmas_and_noise(shape, None, None, time_sampler, generator, device)
         return Draws(sigmas, noise, cutoff_ratio=ratios.to(device))

@@ -290,3 +290,29 @@ def test_draws_single_generator_equals_generator_path_and_per_sample_is_layout_f
         par.training_loss(model, x0, z, ctx, draws=both, generator=torch.Generator())
     with pytest.raises(ValueError, match="generators for a batch"):
         par.draw(x0.shape, gens()[:1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to detect host-device synchronisation")
+@pytest.mark.parametrize("model_type", I2V_TYPES)
+def test_a_cuda_training_step_with_per_sample_generators_never_waits_for_the_gpu(model_type):
+    """The trainer's per-sample draws (one CUDA generator per sample), the loss and its backward queue GPU work
+    without a single synchronisation: a ``.cpu()`` or ``.item()`` per sample made a batch of 64 wait 64 times."""
+    dev = torch.device("cuda")
+    model = tiny(model_type).to(dev).train()
+    par = paradigm_for(model)
+    x0, z, ctx = (t.to(dev) for t in data(3))
+    draws = [None]
+
+    def step():
+        gens = [torch.Generator(dev).manual_seed(100 + i) for i in range(B)]
+        draws[0] = par.draw(x0.shape, gens, time_sampler=TimeSampler(), device=dev)
+        par.training_loss(model, x0, z, ctx, draws=draws[0]).loss.backward()
+
+    step()  # first call: lazy CUDA initialisation (cuBLAS handles, ...) may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(v is None or v.device.type == "cuda" for v in vars(draws[0]).values())

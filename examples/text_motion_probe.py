@@ -14,14 +14,18 @@ prompt is
   distractors (the caption names up to 3 more directions).
 
 A FlashI2V DiT (φ fixed at the identity, as the default model; ``--dim``, ``--patch``, 4 layers) is trained from
-scratch with the package's loss and time sampler, then samples 36 held-out clips (20 Euler steps, shift 3, guidance
-3 against the empty prompt). The
-camera motion of a sample is the integer shift that best maps its first latent frame onto its last; the direction is
-right within ±22.5° (a still prompt: |shift| <= 1.5). Prints one JSON line. Always answering "still" scores 0.11
-with ``short`` prompts and about 0.43 with ``world`` ones (3 in 7 of those cameras are still).
+scratch with the package's loss and time sampler (AdamW, lr 2e-3, batch 8), then samples 36 held-out clips (20 Euler
+steps, shift 3, guidance 3 against the empty prompt). The camera motion of a sample is the integer shift that best maps
+its first latent frame onto its last; the direction is right within ±22.5° (a still prompt: |shift| <= 1.5). Prints
+one JSON line. Always answering "still" scores 0.11 with ``short`` prompts and about 0.43 with ``world`` ones (3 in 7
+of those cameras are still).
 
 ``--mix-short 0.5`` (with ``world``) prompts half the training batches with the short captions instead; evaluation
-stays on the world's captions.
+stays on the world's captions. ``--batch`` sets the clips per step (8), ``--eval-at 1500,3000`` samples the held-out
+clips at those steps too (one JSON line each), ``--paradigm i2v-concat-mask`` conditions on the first frame by
+channel concatenation instead (the leakage benchmark's Wan-style baseline), ``--condition-init zero`` trains φ from
+the paper's zero init, and ``--device cuda`` trains and samples on a GPU (the clips are still drawn on the CPU, so a
+run draws the same clips and noise on either device).
 
     python examples/text_motion_probe.py --captions world --hidden-layer 5 --steps 1500   # ~25 min on 2 CPU cores
 
@@ -40,8 +44,8 @@ import torch.nn.functional as F
 
 from flashi2v.config import TransformerConfig
 from flashi2v.flow_matching import TimeSampler, inference_sigmas
-from flashi2v.method import FlashI2VDenoiser, training_loss
-from flashi2v.models.flashi2v import FlashI2VTransformer
+from flashi2v.models.flashi2v import build_transformer
+from flashi2v.paradigms import paradigm_for
 from flashi2v.samplers import sample_euler
 from flashi2v.text.minilm import MiniLMTextEncoder
 
@@ -185,6 +189,15 @@ def main(argv=None) -> dict:
                     help="pan over a fixed bank of this many random canvases (0: a new canvas for every clip)")
     ap.add_argument("--whiten", action="store_true",
                     help="flatten the canvases' mean power spectrum per channel (with --canvas-cache or --canvas-bank)")
+    ap.add_argument("--batch", type=int, default=8, help="clips per training step")
+    ap.add_argument("--eval-at", default="",
+                    help="comma-separated steps at which to sample the held-out clips (default: after the last step)")
+    ap.add_argument("--paradigm", choices=["flashi2v", "i2v-concat-mask"], default="flashi2v",
+                    help="how the first frame conditions the DiT (i2v-concat-mask: Wan-style channel concatenation)")
+    ap.add_argument("--condition-init", choices=["identity", "zero"], default="identity",
+                    help="flashi2v's φ: fixed at the identity (the default model's), or zero-initialised and trained "
+                         "(the paper's)")
+    ap.add_argument("--device", default="cpu", help="train and sample here (clips are drawn on the CPU)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     threads = torch.get_num_threads()
@@ -207,6 +220,19 @@ def run(args) -> dict:
         raise SystemExit("give --canvas-cache or --canvas-bank, not both")
     if args.canvas_bank < 0 or (args.whiten and not (args.canvas_cache or args.canvas_bank)):
         raise SystemExit("--canvas-bank must be positive, and --whiten needs --canvas-cache or --canvas-bank")
+    if args.batch < 1:
+        raise SystemExit(f"--batch must be at least 1, got {args.batch}")
+    try:
+        eval_at = sorted({int(v) for v in args.eval_at.split(",") if v.strip()}) or [args.steps]
+    except ValueError:
+        raise SystemExit(f"--eval-at takes comma-separated step numbers, got {args.eval_at!r}") from None
+    if eval_at[0] < 0 or eval_at[-1] > args.steps:
+        raise SystemExit(f"--eval-at steps must lie in [0, --steps = {args.steps}], got {args.eval_at!r}")
+    try:
+        device = torch.device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise SystemExit(f"--device {args.device}: {str(e).splitlines()[0]}") from None
     canvases = load_canvases(args.canvas_cache, args.size) if args.canvas_cache else None
     if args.canvas_bank:
         canvases = noise_canvases(args.canvas_bank, int(args.size * 2.5), torch.Generator().manual_seed(7))
@@ -219,13 +245,16 @@ def run(args) -> dict:
     short_bank = prompt_bank(encoder, "short", "train", 270) if args.mix_short else None
     test_bank = prompt_bank(encoder, args.captions, "test", max(args.eval_clips, 9))
 
-    cfg = TransformerConfig(dim=args.dim, ffn_dim=4 * args.dim, num_heads=4, num_layers=4, text_dim=384,
-                            text_len=text_len, patch_size=(1, args.patch, args.patch),
+    cfg = TransformerConfig(model_type=args.paradigm, dim=args.dim, ffn_dim=4 * args.dim, num_heads=4, num_layers=4,
+                            text_dim=384, text_len=text_len, patch_size=(1, args.patch, args.patch),
                             frame_embedding=T if args.frame_embedding else 0)
     torch.manual_seed(0)
-    model = FlashI2VTransformer(cfg)
-    model.init_condition_branches_identity()
-    model.learnable_proj.requires_grad_(False)
+    model = build_transformer(cfg)
+    paradigm = paradigm_for(cfg)
+    if args.paradigm == "flashi2v" and args.condition_init == "identity":
+        model.init_condition_branches_identity()
+        model.learnable_proj.requires_grad_(False)
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
     sampler = TimeSampler()
@@ -233,43 +262,59 @@ def run(args) -> dict:
     g = torch.Generator().manual_seed(1)
     clips = dict(size=args.size, canvases=canvases)
     pool = make_clips(train_bank, args.pool, g, **clips) if args.pool else None
+    ge = torch.Generator().manual_seed(123)
+    test_x0, test_ctx, test_labels = make_clips(test_bank, args.eval_clips, ge, **clips)
+    test_noise = torch.randn(test_x0.shape, generator=ge)
+    truth = sum(direction_right(camera_shift(v), int(lab)) for v, lab in zip(test_x0, test_labels)) / len(test_labels)
+
+    def evaluate(step: int) -> dict:
+        """Sample the held-out clips (20 Euler steps, shift 3, guidance 3) and score their camera moves."""
+        model.eval()
+        with torch.no_grad():
+            first = test_x0[:, :, :1].to(device)
+            y = sample_euler(paradigm.denoiser(model, first, T), test_noise.to(device), inference_sigmas(20, 3.0),
+                             test_ctx.to(device), empty.expand(len(test_labels), -1, -1).to(device),
+                             guidance_scale=3.0, progress=False).cpu()
+        model.train()
+        shifts = [camera_shift(v) for v in y]
+        right = [direction_right(s, int(lab)) for s, lab in zip(shifts, test_labels)]
+        pans = [r for r, lab in zip(right, test_labels) if NAMES[int(lab)] != "still"]
+        return dict(step=step, direction_right=sum(right) / len(right), pans_right=f"{sum(pans)}/{len(pans)}",
+                    mean_shift_px=sum(math.hypot(*s) for s in shifts) / len(shifts))
+
+    evals = [evaluate(0)] if eval_at[0] == 0 else []
     losses, t0 = [], time.time()
-    for _ in range(args.steps):
+    b = args.batch
+    for step in range(1, args.steps + 1):
         if pool is not None:
-            idx = torch.randint(0, args.pool, (8,), generator=g)
+            idx = torch.randint(0, args.pool, (b,), generator=g)
             x0, ctx = pool[0][idx], pool[1][idx].clone()
         elif short_bank is not None and torch.rand((), generator=g).item() < args.mix_short:
-            x0, ctx, _ = make_clips(short_bank, 8, g, **clips)
+            x0, ctx, _ = make_clips(short_bank, b, g, **clips)
         else:
-            x0, ctx, _ = make_clips(train_bank, 8, g, **clips)
-        ctx[torch.rand(8, generator=g) < 0.1] = empty  # text dropout, for guidance
-        loss = training_loss(model, x0, x0[:, :, :1], ctx, time_sampler=sampler, generator=g).loss
+            x0, ctx, _ = make_clips(train_bank, b, g, **clips)
+        ctx[torch.rand(b, generator=g) < 0.1] = empty  # text dropout, for guidance
+        x0, ctx = x0.to(device), ctx.to(device)
+        loss = paradigm.training_loss(model, x0, x0[:, :, :1], ctx, time_sampler=sampler, generator=g).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
+        if step in eval_at:
+            evals.append(evaluate(step))
+            if len(eval_at) > 1:
+                print(json.dumps(dict(evals[-1], loss_last_100=sum(losses[-100:]) / len(losses[-100:]))), flush=True)
     train_s = time.time() - t0
 
-    model.eval()
-    ge = torch.Generator().manual_seed(123)
-    x0, ctx, labels = make_clips(test_bank, args.eval_clips, ge, **clips)
-    y = torch.randn(x0.shape, generator=ge)
-    y = sample_euler(FlashI2VDenoiser(model, x0[:, :, :1], T), y, inference_sigmas(20, 3.0), ctx,
-                     empty.expand(len(labels), -1, -1), guidance_scale=3.0, progress=False)
-    shifts = [camera_shift(v) for v in y]
-    right = [direction_right(s, int(lab)) for s, lab in zip(shifts, labels)]
-    pans = [r for r, lab in zip(right, labels) if NAMES[int(lab)] != "still"]
     tail = losses[-100:] or [float("nan")]
     result = dict(
         captions=args.captions, text_len=text_len, hidden_layer=args.hidden_layer, frame_embedding=args.frame_embedding,
         steps=args.steps, pool=args.pool, mix_short=args.mix_short, size=args.size, patch=args.patch, dim=args.dim,
         canvas="cache" if args.canvas_cache else f"bank {args.canvas_bank}" if args.canvas_bank else "noise",
-        whiten=args.whiten,
-        direction_right=sum(right) / len(right), pans_right=f"{sum(pans)}/{len(pans)}",
-        mean_shift_px=sum(math.hypot(*s) for s in shifts) / len(shifts),
-        truth_direction_right=sum(direction_right(camera_shift(v), int(lab)) for v, lab in zip(x0, labels)) / len(labels),
-        loss_last_100=sum(tail) / len(tail), train_s_per_step=train_s / max(args.steps, 1),
+        whiten=args.whiten, batch=b, paradigm=args.paradigm, condition_init=args.condition_init,
+        **{k: v for k, v in evals[-1].items() if k != "step"}, evals=evals,
+        truth_direction_right=truth, loss_last_100=sum(tail) / len(tail), train_s_per_step=train_s / max(args.steps, 1),
     )
     print(json.dumps(result), flush=True)
     return result

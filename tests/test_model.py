@@ -355,3 +355,25 @@ def test_text_motion_probe_canvas_bank_and_whitening():
         probe.main(["--whiten"])
     with pytest.raises(SystemExit, match="not both"):
         probe.main(["--canvas-bank", "5", "--canvas-cache", "x"])
+
+
+def test_text_motion_probe_batch_eval_steps_paradigm_and_condition_init():
+    """--batch, --eval-at (one score per listed step, the last one also at the top level), --paradigm
+    i2v-concat-mask and --condition-init zero train and sample; the default run is unchanged by the new options'
+    defaults (same loss, same score), and bad values are refused before anything loads."""
+    probe = load_example("text_motion_probe")
+    small = ["--captions", "short", "--steps", "3", "--eval-clips", "9", "--bank", "9", "--size", "4", "--patch", "2",
+             "--dim", "32", "--text-len", "8"]
+    base = probe.main(small)
+    same = probe.main([*small, "--batch", "8", "--eval-at", "3", "--device", "cpu"])
+    r = probe.main([*small, "--batch", "3", "--eval-at", "0,1,3", "--paradigm", "i2v-concat-mask"])
+    z = probe.main([*small, "--condition-init", "zero", "--batch", "2"])
+    assert same["loss_last_100"] == base["loss_last_100"] and same["pans_right"] == base["pans_right"]
+    assert [e["step"] for e in r["evals"]] == [0, 1, 3] and r["pans_right"] == r["evals"][-1]["pans_right"]
+    assert (r["batch"], r["paradigm"]) == (3, "i2v-concat-mask") and math.isfinite(r["loss_last_100"])
+    assert z["condition_init"] == "zero" and z["loss_last_100"] != base["loss_last_100"]
+    for bad, match in [(["--batch", "0"], "--batch"), (["--eval-at", "2,x"], "comma-separated"),
+                       (["--steps", "5", "--eval-at", "9"], r"\[0, --steps = 5\]"),
+                       (["--device", "nonsense"], "--device nonsense")]:
+        with pytest.raises(SystemExit, match=match):
+            probe.main(bad)

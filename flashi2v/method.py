@@ -97,13 +97,14 @@ def training_loss(
 
     ``sigmas`` [B] are *already shifted* (unlike the official ``q_sample``, which shifts explicit sigmas again);
     when omitted they are drawn by ``time_sampler`` (logit-normal + dynamic shift by default). ``noise`` defaults to
-    N(0, I) in float32.
+    N(0, I) in float32. Both are drawn where ``generator`` lives and moved to the latents' device.
     """
     cond = image_condition(model, first_frame_latent, latents.shape[2], cutoff_ratio, generator=generator)
+    dev = generator.device if generator is not None else latents.device  # a CPU generator can serve CUDA latents
     if sigmas is None:
-        sigmas = (time_sampler or TimeSampler())(latents.shape, latents.device, generator)
+        sigmas = (time_sampler or TimeSampler())(latents.shape, dev, generator).to(latents.device)
     if noise is None:
-        noise = torch.randn(latents.shape, device=latents.device, dtype=torch.float32, generator=generator)
+        noise = torch.randn(latents.shape, device=dev, dtype=torch.float32, generator=generator).to(latents.device)
     x_t = interpolate(latents.float(), noise, sigmas, shift_latent=cond.shift)
     pred = model(x_t, sigmas_to_timesteps(sigmas.float()), context, fourier_features=cond.fourier_features)
     return TrainingOutput(flow_matching_loss(pred, latents, noise), pred, x_t, sigmas, noise, cond)

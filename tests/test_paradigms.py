@@ -316,3 +316,7 @@ def test_a_cuda_training_step_with_per_sample_generators_never_waits_for_the_gpu
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(v is None or v.device.type == "cuda" for v in vars(draws[0]).values())
+    # a CPU generator serves CUDA latents (drawn on the host, then moved), as in examples/text_motion_probe.py
+    cpu = par.training_loss(model, x0, z, ctx, generator=torch.Generator().manual_seed(5))
+    ref = par.training_loss(model.cpu(), *(t.cpu() for t in (x0, z, ctx)), generator=torch.Generator().manual_seed(5))
+    assert cpu.noise.device.type == "cuda" and torch.equal(cpu.noise.cpu(), ref.noise)

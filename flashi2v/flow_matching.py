@@ -100,6 +100,24 @@ class TimeSampler:
         return self.apply_shift(self.draw_u(latent_shape[0], device, generator), latent_shape)
 
 
+def generator_device(generator: torch.Generator | None, device=None) -> torch.device:
+    """Where a draw from ``generator`` happens: the generator's own device (a CPU generator can serve CUDA latents),
+    or ``device`` for the global RNG."""
+    return generator.device if generator is not None else torch.device(device or "cpu")
+
+
+def draw_sigmas_and_noise(shape, sigmas, noise, time_sampler, generator, device):
+    """The training draws, in this order: shifted sigmas [B] (if not given, from ``time_sampler`` or the default
+    :class:`TimeSampler`), then noise N(0, I) float32 of ``shape`` (if not given). Both are drawn where ``generator``
+    lives and moved to ``device``."""
+    dev = generator_device(generator, device)
+    if sigmas is None:
+        sigmas = (time_sampler or TimeSampler())(shape, dev, generator).to(device)
+    if noise is None:
+        noise = torch.randn(shape, device=dev, dtype=torch.float32, generator=generator).to(device)
+    return sigmas, noise
+
+
 def interpolate(
     x0: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor, shift_latent: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from .flow_matching import TimeSampler, flow_matching_loss, interpolate, sigmas_to_timesteps
+from .flow_matching import TimeSampler, draw_sigmas_and_noise, flow_matching_loss, interpolate, sigmas_to_timesteps
 from .fourier import high_frequency_features
 from .models.flashi2v import FlashI2VTransformer
 
@@ -100,11 +100,7 @@ def training_loss(
     N(0, I) in float32. Both are drawn where ``generator`` lives and moved to the latents' device.
     """
     cond = image_condition(model, first_frame_latent, latents.shape[2], cutoff_ratio, generator=generator)
-    dev = generator.device if generator is not None else latents.device  # a CPU generator can serve CUDA latents
-    if sigmas is None:
-        sigmas = (time_sampler or TimeSampler())(latents.shape, dev, generator).to(latents.device)
-    if noise is None:
-        noise = torch.randn(latents.shape, device=dev, dtype=torch.float32, generator=generator).to(latents.device)
+    sigmas, noise = draw_sigmas_and_noise(latents.shape, sigmas, noise, time_sampler, generator, latents.device)
     x_t = interpolate(latents.float(), noise, sigmas, shift_latent=cond.shift)
     pred = model(x_t, sigmas_to_timesteps(sigmas.float()), context, fourier_features=cond.fourier_features)
     return TrainingOutput(flow_matching_loss(pred, latents, noise), pred, x_t, sigmas, noise, cond)

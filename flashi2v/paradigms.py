@@ -41,7 +41,8 @@ import torch
 from . import method
 from .config import MASK_CHANNELS, MODEL_TYPES, TransformerConfig
 from .errors import ConfigError
-from .flow_matching import TimeSampler, flow_matching_loss, interpolate, sigmas_to_timesteps
+from .flow_matching import (TimeSampler, draw_sigmas_and_noise, flow_matching_loss, generator_device,
+                            interpolate, sigmas_to_timesteps)
 from .fourier import sample_ratios
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -98,21 +99,6 @@ class Draws:
                         for n in names})
 
 
-def _gen_device(generator: torch.Generator | None, device) -> torch.device:
-    """Draw where the generator lives (a CPU generator can serve CUDA latents); the global RNG on ``device``."""
-    return generator.device if generator is not None else torch.device(device or "cpu")
-
-
-def _sigmas_and_noise(shape, sigmas, noise, time_sampler, generator, device):
-    """Shared by the plain-flow paradigms, in this order: sigmas (if not given), then noise (if not given)."""
-    dev = _gen_device(generator, device)
-    if sigmas is None:
-        sigmas = (time_sampler or TimeSampler())(shape, dev, generator).to(device)
-    if noise is None:
-        noise = torch.randn(shape, device=dev, dtype=torch.float32, generator=generator).to(device)
-    return sigmas, noise
-
-
 # ------------------------------------------------------------------------------------------------ interface
 class Paradigm:
     """How the first-frame latent conditions the model; one subclass per ``model_type``."""
@@ -165,7 +151,7 @@ class Paradigm:
         return Draws.cat([self._draw((1, *shape[1:]), g, ts, device) for g in gens])
 
     def _draw(self, shape, generator, time_sampler, device) -> Draws:
-        sigmas, noise = _sigmas_and_noise(shape, None, None, time_sampler, generator, device)
+        sigmas, noise = draw_sigmas_and_noise(shape, None, None, time_sampler, generator, device)
         return Draws(sigmas, noise)
 
     @staticmethod
@@ -197,7 +183,7 @@ class T2VParadigm(Paradigm):
     def training_loss(self, model, latents, first_frame_latent, context, *, sigmas=None, noise=None,
                       time_sampler=None, generator=None, draws=None) -> TrainingOutput:
         d = self._resolve(latents, sigmas, noise, time_sampler, generator, draws, lambda: Draws(
-            *_sigmas_and_noise(latents.shape, sigmas, noise, time_sampler, generator, latents.device)))
+            *draw_sigmas_and_noise(latents.shape, sigmas, noise, time_sampler, generator, latents.device)))
         sigmas, noise = d.sigmas, d.noise
         x_t = interpolate(latents.float(), noise, sigmas)
         pred = model(x_t, sigmas_to_timesteps(sigmas.float()), context)
@@ -247,7 +233,7 @@ class FlashI2VParadigm(Paradigm):
     def _draw(self, shape, generator, time_sampler, device) -> Draws:
         # method.training_loss's order: the cutoff ratios (where the generator lives), sigmas, noise
         ratios = sample_ratios(self.train_cutoff_ratio, shape[0], generator)
-        sigmas, noise = _sigmas_and_noise(shape, None, None, time_sampler, generator, device)
+        sigmas, noise = draw_sigmas_and_noise(shape, None, None, time_sampler, generator, device)
         return Draws(sigmas, noise, cutoff_ratio=ratios.to(device))
 
     def denoiser(self, model, first_frame_latent, num_latent_frames, *, cutoff_ratio: float | None = None,
@@ -332,7 +318,7 @@ class ConcatMaskParadigm(_ConcatParadigm):
                       time_sampler=None, generator=None, draws=None) -> TrainingOutput:
         _check_first_frame(first_frame_latent, latents.shape)
         d = self._resolve(latents, sigmas, noise, time_sampler, generator, draws, lambda: Draws(
-            *_sigmas_and_noise(latents.shape, sigmas, noise, time_sampler, generator, latents.device)))
+            *draw_sigmas_and_noise(latents.shape, sigmas, noise, time_sampler, generator, latents.device)))
         sigmas, noise = d.sigmas, d.noise
         cond = self.conditioning(first_frame_latent, latents.shape[2])
         loss, pred, x_t = self._loss(model, latents, cond, context, sigmas, noise)
@@ -398,13 +384,13 @@ class ConcatNoiseParadigm(_ConcatParadigm):
         return self.pad_over_time(z, num_latent_frames)
 
     def _draw_aug(self, z_shape, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
-        dev = _gen_device(generator, device)
+        dev = generator_device(generator, device)
         aug = self.draw_aug_sigmas(z_shape[0], dev, generator).to(device)
         eps = torch.randn(z_shape, device=dev, dtype=torch.float32, generator=generator).to(device)
         return aug, eps
 
     def _draw(self, shape, generator, time_sampler, device) -> Draws:
-        sigmas, noise = _sigmas_and_noise(shape, None, None, time_sampler, generator, device)
+        sigmas, noise = draw_sigmas_and_noise(shape, None, None, time_sampler, generator, device)
         aug, eps = self._draw_aug((shape[0], shape[1], 1, shape[3], shape[4]), generator, device)
         return Draws(sigmas, noise, aug_sigma=aug, aug_noise=eps)
 
@@ -414,7 +400,7 @@ class ConcatNoiseParadigm(_ConcatParadigm):
         _check_first_frame(first_frame_latent, latents.shape)
 
         def draw_now() -> Draws:
-            s, n = _sigmas_and_noise(latents.shape, sigmas, noise, time_sampler, generator, latents.device)
+            s, n = draw_sigmas_and_noise(latents.shape, sigmas, noise, time_sampler, generator, latents.device)
             aug, eps = self._draw_aug(first_frame_latent.shape, generator, latents.device)
             return Draws(s, n, aug_sigma=aug, aug_noise=eps)
 

@@ -129,6 +129,37 @@ def test_recipe_gpu_profile_at_toy_size(tmp_path):
         Recipe(tmp_path, profile="tpu")
 
 
+def test_recipe_continues_each_phase_from_the_previous_packaged_weights(tmp_path, monkeypatch):
+    """A profile with ``dit_continue`` trains its DiT in phases: phase 1 starts from phase 0's EMA weights as they
+    would be shipped (fp16), with its own run folder, log and steps; the package is the last phase's."""
+    from flashi2v.default_model import recipe as recipe_mod
+    from flashi2v.train.trainer import build_model
+
+    monkeypatch.setitem(recipe_mod.PROFILES, "two", recipe_mod.Profile("dit.yaml", dit_continue=("dit.yaml",)))
+    r = Recipe(tmp_path, workers=1, overrides=TOY, train_clips=3, test_clips=2, frames=5, size=32, profile="two")
+    for stage in ("world", "vae_image", "vae", "base", "cache", "train", "export", "package"):
+        getattr(r, stage)()
+    assert r.run == tmp_path / "runs" / "flashi2v_phase1" and r.phase_run(0) == tmp_path / "runs" / "flashi2v"
+    start = FlashI2VPipeline.from_pretrained(r.phase_package(0), device="cpu").transformer.state_dict()
+    phase0 = FlashI2VPipeline.from_pretrained(r.phase_package(0), device="cpu", dtype="fp32")
+    cfg1 = r.dit_config(phase=1)
+    assert cfg1.model.init == str(r.phase_package(0)) and cfg1.output_dir == str(r.run)
+    built = build_model(cfg1, torch.device("cpu")).state_dict()
+    for name, value in start.items():  # phase 1 really starts from phase 0's weights, rounded to fp16
+        torch.testing.assert_close(built[name], value, rtol=0, atol=0, msg=name)
+        assert torch.equal(value, value.half().float()), name
+    shipped = FlashI2VPipeline.from_pretrained(r.package_dir, device="cpu").transformer.state_dict()
+    assert any(not torch.equal(shipped[k], phase0.transformer.state_dict()[k]) for k in shipped)  # phase 1 trained
+    info = json.loads((r.package_dir / "model_index.json").read_text())["default_model"]
+    assert [ph["config"] for ph in info["dit_phases"]] == ["recipe/dit.yaml", "recipe/dit.yaml"]
+    assert [ph["steps"] for ph in info["dit_phases"]] == [2, 2] and info["dit_steps"] == 4
+    logs = tmp_path / "recipe_logs"
+    assert len((logs / "dit_metrics.jsonl").read_text().splitlines()) >= 1
+    assert (logs / "dit_phase1_metrics.jsonl").read_text() == (r.run / "metrics.jsonl").read_text()
+    r.train()  # both phases finished: nothing is trained again, the phase package is reused
+    assert (r.run / "metrics.jsonl").read_text() == (logs / "dit_phase1_metrics.jsonl").read_text()
+
+
 def test_recipe_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         recipe_main(["--work", str(tmp_path), "--stages", "nope"])

@@ -17,8 +17,10 @@ base       a model folder ``DIR/base``: that VAE, MiniLM (package reference, ``t
 filter     ``flashi2v data filter`` with the world's ``filter.yaml`` -> ``DIR/data/filtered``
 cache      ``flashi2v data encode`` (VAE latents, first-frame latents, MiniLM states) -> ``DIR/data/latents``
 train      ``flashi2v train --config recipe/dit_gpu.yaml`` (the CPU profile: ``dit.yaml``) on the cache
-           -> ``DIR/runs/flashi2v``
-export     ``flashi2v export`` (EMA weights) -> ``DIR/export``
+           -> ``DIR/runs/flashi2v``; a profile with continuation phases (``Profile.dit_continue``) then trains each
+           of them from the previous phase's EMA weights packaged in fp16 (``DIR/phases/K/package``)
+           -> ``DIR/runs/flashi2v_phaseK``
+export     ``flashi2v export`` (EMA weights of the last phase) -> ``DIR/export``
 package    :func:`flashi2v.default_model.package_model` (fp16) -> ``--package`` (default: ``DIR/package``; the
            shipped copy is ``flashi2v/default_model/model``) plus the training logs in ``DIR/recipe_logs``
 evaluate   the quality bars on the 100 held-out clips (:func:`flashi2v.bench.evaluate_model`) -> ``DIR/eval.json``
@@ -62,6 +64,13 @@ class Profile:
     vae_overrides: tuple = ()  # applied before --set vae.*
     dit_train_clips: int | None = None  # None: the DiT trains on data/train; else on data/train_dit, this many clips
     cache_device: str | None = "cpu"  # None: CUDA when available
+    #: files in recipe/ trained after ``dit_config``, in order, on the same cache: each phase starts from the previous
+    #: phase's EMA weights as they would be shipped (fp16), with a fresh optimizer and learning-rate schedule
+    dit_continue: tuple = ()
+
+    @property
+    def dit_phases(self) -> tuple:
+        return (self.dit_config, *self.dit_continue)
 
 
 PROFILES = {
@@ -114,8 +123,17 @@ class Recipe:
     vae_image_run = property(lambda self: self.work / "vae_image")
     vae_run = property(lambda self: self.work / "vae")
     base_dir = property(lambda self: self.work / "base")
-    run = property(lambda self: self.work / "runs" / "flashi2v")
     export_dir = property(lambda self: self.work / "export")
+    # the DiT's phases (Profile.dit_phases): phase 0 trains in runs/flashi2v, phase k > 0 in runs/flashi2v_phase{k}
+    # from phases/{k-1}/package (phase k-1's EMA weights packaged in fp16); ``run`` is the last phase's, exported
+    num_phases = property(lambda self: len(self.profile.dit_phases))
+    run = property(lambda self: self.phase_run(self.num_phases - 1))
+
+    def phase_run(self, phase: int) -> Path:
+        return self.work / "runs" / ("flashi2v" if phase == 0 else f"flashi2v_phase{phase}")
+
+    def phase_package(self, phase: int) -> Path:
+        return self.work / "phases" / str(phase) / "package"
     # the DiT's data: the VAE's clips (CPU profile) or a larger draw of the same world (GPU profile)
     dit_suffix = property(lambda self: "" if self.dit_train_clips is None else "_dit")
     dit_data = property(lambda self: self.data / f"train{self.dit_suffix}")
@@ -135,14 +153,16 @@ class Recipe:
             f"output_dir={run}", f"data.path={self.data / 'train'}", f"eval.path={self.data / 'test'}", *extra,
             *size, *getattr(self.profile, f"{stage}_overrides"), *self.overrides[stage]])
 
-    def dit_config(self, *extra: str):
-        """The profile's DiT config (recipe/dit_gpu.yaml or dit.yaml) with this run's paths, sizes, ``--set dit.*``
-        overrides and then ``extra`` overrides."""
+    def dit_config(self, *extra: str, phase: int = 0):
+        """The config of DiT phase ``phase`` (phase 0: recipe/dit_gpu.yaml or dit.yaml; later ones:
+        ``Profile.dit_continue``) with this run's paths, sizes, ``--set dit.*`` overrides (every phase gets them),
+        then, after phase 0, the previous phase's packaged weights as ``model.init``, then ``extra`` overrides."""
         from ..train.config import TrainConfig
 
-        return TrainConfig.from_yaml(RECIPE_DIR / self.profile.dit_config, [
-            f"output_dir={self.run}", f"data.path={self.latents}", f"model.pipeline={self.base_dir}",
-            *self._size_overrides(), *self.overrides["dit"], *extra])
+        init = [] if phase == 0 else [f"model.init={self.phase_package(phase - 1)}", "model.condition_init=zero"]
+        return TrainConfig.from_yaml(RECIPE_DIR / self.profile.dit_phases[phase], [
+            f"output_dir={self.phase_run(phase)}", f"data.path={self.latents}", f"model.pipeline={self.base_dir}",
+            *self._size_overrides(), *self.overrides["dit"], *init, *extra])
 
     def _size_overrides(self) -> list[str]:
         if (self.frames, self.size) == (FRAMES, SIZE):
@@ -216,23 +236,38 @@ class Recipe:
         log(f"cache: {m['num_samples']} samples, latents {m['latent_shape']}")
 
     def train(self) -> None:
+        """Every DiT phase in turn; a finished phase resumes at its last step (nothing to do), an interrupted one
+        where its newest checkpoint left off."""
+        from . import package_model
         from ..train.trainer import Trainer
 
-        hist = Trainer(self.dit_config()).fit()
-        if hist:
-            log(f"train: final loss {hist[-1]['loss']:.4f}")
+        for phase in range(self.num_phases):
+            if phase > 0 and not (self.phase_package(phase - 1) / "model_index.json").is_file():
+                tmp = self.phase_package(phase - 1).parent / "export"
+                self._export(self.phase_run(phase - 1), tmp)
+                package_model(tmp, self.phase_package(phase - 1), dtype="fp16", defaults=self.defaults)
+                shutil.rmtree(tmp)
+                log(f"train: phase {phase} starts from {self.phase_package(phase - 1)}")
+            hist = Trainer(self.dit_config(phase=phase)).fit()
+            if hist:
+                log(f"train: phase {phase} ({self.profile.dit_phases[phase]}) final loss {hist[-1]['loss']:.4f}")
 
-    def export(self) -> None:
+    def _export(self, run: Path, dst: Path) -> None:
         from ..train.export import export
 
-        export(self.run, self.export_dir, weights="ema", pipeline=str(self.base_dir), overwrite=True)
+        export(run, dst, weights="ema", pipeline=str(self.base_dir), overwrite=True)
+
+    def export(self) -> None:
+        self._export(self.run, self.export_dir)
         log(f"export: wrote {self.export_dir}")
 
     def package(self) -> None:
         from . import package_model
 
         vae_eval = json.loads((self.vae_run / "eval.json").read_text())
-        cfg = self.dit_config()
+        phases = [dict(config=f"recipe/{name}", steps=self.dit_config(phase=k).max_steps,
+                       init="scratch" if k == 0 else f"phase {k - 1}'s EMA weights in fp16")
+                  for k, name in enumerate(self.profile.dit_phases)]
         prof = "" if self.profile_name == "cpu" else f" --profile {self.profile_name}"
         info = dict(recipe=f"python -m flashi2v.default_model.recipe --work WORK{prof} (flashi2v/default_model/recipe.py)",
                     profile=self.profile_name, vae_configs=["recipe/vae_image.yaml", "recipe/vae.yaml"],
@@ -245,7 +280,8 @@ class Recipe:
                               frames=self.frames, size=self.size, fps=FPS,
                               focused_captions=self.focused_captions),
                     text_hidden_layer=self.text_hidden_layer,
-                    dit_steps=cfg.max_steps,
+                    dit_steps=sum(ph["steps"] for ph in phases),
+                    dit_phases=phases,
                     vae_eval=vae_eval)
         package_model(self.export_dir, self.package_dir, dtype="fp16", info=info, defaults=self.defaults)
         logs = self.work / "recipe_logs"
@@ -253,7 +289,8 @@ class Recipe:
         for src, name in ((self.vae_image_run / "metrics.jsonl", "vae_image_metrics.jsonl"),
                           (self.vae_run / "metrics.jsonl", "vae_metrics.jsonl"),
                           (self.vae_run / "eval.json", "vae_eval.json"),
-                          (self.run / "metrics.jsonl", "dit_metrics.jsonl")):
+                          *((self.phase_run(k) / "metrics.jsonl", f"dit{f'_phase{k}' if k else ''}_metrics.jsonl")
+                            for k in range(self.num_phases))):
             if src.is_file():
                 shutil.copyfile(src, logs / name)
         size = sum(p.stat().st_size for p in self.package_dir.rglob("*") if p.is_file())

@@ -248,3 +248,23 @@ def test_recipe_switches_focused_captions_and_text_layer(toy_recipe, tmp_path):
     r.base()
     assert json.loads((r.base_dir / "text_encoder" / "config.json").read_text())["hidden_layer"] == 5
     assert FlashI2VPipeline.from_pretrained(r.base_dir, device="cpu").text_encoder.hidden_layer == 5
+
+
+def test_readme_gif_puts_the_image_next_to_the_video(tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import load_example
+    from flashi2v.media import write_video
+
+    gif = load_example("readme_gif")
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (8, 12, 3), generator=g, dtype=torch.uint8)
+    frames = torch.randint(0, 256, (3, 8, 10, 3), generator=g, dtype=torch.uint8)
+    out = gif.side_by_side(image.numpy(), frames.numpy(), scale=2, gap=4)
+    assert len(out) == 3 and out[0].shape == (16, 24 + 4 + 20, 3)
+    assert (out[1][:, :24] == image.numpy().repeat(2, 0).repeat(2, 1)).all() and (out[1][:, 24:28] == 255).all()
+    assert (out[2][::2, 28::2] == frames[2].numpy()).all()
+    Image.fromarray(image.numpy()).save(tmp_path / "img.png")
+    write_video(torch.zeros(3, 16, 16, 3, dtype=torch.uint8), tmp_path / "v.mp4")
+    assert gif.main([str(tmp_path / "v.mp4"), "--image", str(tmp_path / "img.png"), "--output", str(tmp_path / "a.gif")]) == 2
+    assert "image height 8 != video height 16" in capsys.readouterr().err

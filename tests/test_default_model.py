@@ -123,6 +123,9 @@ def test_recipe_gpu_profile_at_toy_size(tmp_path):
     assert len(dit_clips) == 5 and len(vae_clips) == 3 and dit_clips[:3] == vae_clips  # same seeds, same clips
     info = json.loads((r.package_dir / "model_index.json").read_text())["default_model"]
     assert info["profile"] == "gpu" and info["dit_config"] == "recipe/dit_gpu.yaml"
+    assert [ph["config"] for ph in info["dit_phases"]] == ["recipe/dit_gpu.yaml", "recipe/dit_gpu_continue.yaml"]
+    assert (tmp_path / "runs" / "flashi2v_phase1" / "metrics.jsonl").is_file()  # the continuation ran, from phase 0
+    assert r.dit_config(phase=1).model.init == str(r.phase_package(0)) and r.dit_config(phase=1).optim.warmup_steps == 100
     assert info["data"]["dit_train_clips"] == 5 and "--profile gpu" in info["recipe"]
     assert info["vae_overrides"]["vae"] == ["model.temporal_init=inflate", "threads=2"]
     with pytest.raises(Exception, match="unknown recipe profile 'tpu'; choose from cpu, gpu"):
@@ -204,9 +207,13 @@ def test_shipped_dit_sees_every_latent_direction():
     profile = PROFILES[info["profile"]]  # the recipe profile that made it: its configs and VAE overrides
     assert info["dit_config"] == f"recipe/{profile.dit_config}"
     assert info["vae_overrides"] == dict(vae_image=list(profile.vae_image_overrides), vae=list(profile.vae_overrides))
-    config = yaml.safe_load((RECIPE_DIR / profile.dit_config).read_text())
-    assert config["max_steps"] == info["dit_steps"], "the shipped DiT's steps are not its recipe config's"
-    recipe = config["model"]["architecture"]
+    assert [ph["config"] for ph in info["dit_phases"]] == [f"recipe/{name}" for name in profile.dit_phases]
+    configs = [yaml.safe_load((RECIPE_DIR / name).read_text()) for name in profile.dit_phases]
+    for config, phase in zip(configs, info["dit_phases"]):
+        assert config["max_steps"] == phase["steps"], f"{phase['config']}: the shipped DiT's steps are not its config's"
+        assert config["model"]["architecture"] == configs[0]["model"]["architecture"]
+    assert info["dit_steps"] == sum(ph["steps"] for ph in info["dit_phases"])
+    recipe = configs[0]["model"]["architecture"]
     shipped = cfg.to_dict()
     for key, value in recipe.items():
         got = shipped[key]

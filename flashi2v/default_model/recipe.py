@@ -1,7 +1,7 @@
 """The exact recipe of the shipped default model: ``python -m flashi2v.default_model.recipe --work DIR --profile gpu``.
 
 Without ``--profile gpu`` the CPU recipe runs (``--profile cpu``, everything on a 2-core CPU in about 2.5 h): it
-reproduces the previous default model (patch 1x4x4, ``recipe/dit.yaml``), not the shipped one.
+reproduces an older default model (patch 1x4x4, ``recipe/dit.yaml``), not the shipped one.
 
 Stages (each reuses its output when it is already there, so an interrupted run continues):
 
@@ -29,7 +29,8 @@ evaluate   the quality bars on the 100 held-out clips (:func:`flashi2v.bench.eva
 ``--stages a,b`` runs some stages; ``--set vae.max_steps=10 --set dit.max_steps=10`` overrides config keys (prefixes
 ``vae_image.``, ``vae.``, ``dit.``; the shipped model uses none). ``--focused-captions`` and ``--text-layer 5`` run the
 variant that was tried and not shipped (docs/default_model.md). ``--profile gpu`` (:data:`PROFILES`) is the shipped
-model's recipe: inflated VAE, the DiT on 10000 clips from ``recipe/dit_gpu.yaml`` on CUDA. All seeds are
+model's recipe: inflated VAE, the DiT on 10000 clips on CUDA from ``recipe/dit_gpu.yaml``, then continued from its
+fp16 EMA weights with ``recipe/dit_gpu_continue.yaml``. All seeds are
 fixed; on another machine the floating-point results differ in the last bits.
 """
 
@@ -77,7 +78,7 @@ PROFILES = {
     "cpu": Profile("dit.yaml"),
     "gpu": Profile("dit_gpu.yaml", vae_image_overrides=("threads=2",),
                    vae_overrides=("model.temporal_init=inflate", "threads=2"),
-                   dit_train_clips=10000, cache_device=None),
+                   dit_train_clips=10000, cache_device=None, dit_continue=("dit_gpu_continue.yaml",)),
 }
 
 
@@ -380,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="evaluate stage: where the samples are generated (cpu, as for the shipped numbers; cuda, cuda:N)")
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES),
                    help="gpu: the shipped model's recipe (DiT and latent cache on CUDA, 10000 DiT clips, "
-                        "recipe/dit_gpu.yaml); cpu (default): everything on a 2-core CPU, the previous default model")
+                        "recipe/dit_gpu.yaml then recipe/dit_gpu_continue.yaml); cpu (default): everything on a "
+                        "2-core CPU, an older default model")
     p.add_argument("--focused-captions", action="store_true",
                    help="world stage: 3 full captions plus one per element per clip (not the shipped model's data)")
     p.add_argument("--text-layer", type=int, default=-1,

@@ -26,6 +26,15 @@ runs out of memory is reported as OOM.
     python benchmarks/train_throughput.py --device cuda                      # single GPU, AC off vs on
     python benchmarks/train_throughput.py --device cuda --steps 6 --ac on    # only one variant
 
+The embedded default model's DiT (``--model default``): the architecture, optimizer, clipping, EMA and flow of
+``flashi2v/default_model/recipe/dit_gpu.yaml`` on random latents of its shape (16 x 9 x 32 x 32 -> 2304 tokens;
+``data.source=random`` assumes Wan's 4x/8x VAE strides, so it is asked for 33 x 256 x 256), batch ``--batch``
+(default 64, the recipe's), in fp32 with TF32 matrix products (the recipe's setting, the baseline) against bf16
+(FSDP2 mixed precision on a one-rank mesh: bf16 compute, fp32 master weights) and bf16 with ``torch.compile``:
+
+    python benchmarks/train_throughput.py --device cuda --model default
+    python benchmarks/train_throughput.py --model default --batch 2 --steps 4 --rounds 1   # CPU: the same variants
+
 Multi-GPU: launch the same script with torchrun; then every rank runs the variants in this process, one after the
 other (peak memory reset in between), with batch 1 per data-parallel rank, FSDP2 over all ranks (``--cp N``:
 Ulysses over N ranks, dp = world / N); the table reports the global batch and the largest peak memory of any rank:
@@ -81,17 +90,43 @@ def cpu_variants(args) -> list[Variant]:
     return vs
 
 
+def default_model_variants(args, world: int) -> list[Variant]:
+    tf32 = args.device == "cuda"
+    vs = [Variant(f"fp32{' + TF32' if tf32 else ''} (recipe/dit_gpu.yaml, baseline)", world, 0,
+                  {"parallel.param_dtype": "fp32", "parallel.tf32": tf32}),
+          Variant("bf16 (FSDP2 mixed precision)", world, 0, {"parallel.param_dtype": "bf16"}),
+          Variant("bf16 + torch.compile", world, 0, {"parallel.param_dtype": "bf16", "parallel.compile": True})]
+    for v in vs:
+        v.overrides["data.batch_size"] = args.batch or 64
+    return vs
+
+
 def gpu_variants(args, world: int) -> list[Variant]:
     both = [Variant("bf16, no activation checkpointing (baseline)", world, 0, {"model.activation_checkpointing": False}),
             Variant("bf16, activation checkpointing", world, 0, {"model.activation_checkpointing": True})]
     keep = {"both": both, "off": both[:1], "on": both[1:]}[args.ac]
     for v in keep:
-        v.overrides.update({"parallel.cp": args.cp, "data.batch_size": args.batch})
+        v.overrides.update({"parallel.cp": args.cp, "data.batch_size": args.batch or 1})
     return keep
+
+
+def default_model_config(device: str) -> dict:
+    """recipe/dit_gpu.yaml's model and optimisation on random latents of the default model's shape."""
+    import yaml
+
+    from flashi2v.default_model import RECIPE_DIR
+
+    rec = yaml.safe_load((RECIPE_DIR / "dit_gpu.yaml").read_text())
+    return dict(device=device, threads=rec["threads"], model=rec["model"], optim=rec["optim"], clip=rec["clip"],
+                ema=rec["ema"], flow=rec["flow"],
+                data=dict(source="random", height=256, width=256, num_frames=33, random_samples=256,
+                          text_dropout=rec["data"]["text_dropout"]))
 
 
 def base_config(args) -> dict:
     common = dict(seed=1024, max_steps=10**6, checkpoint=dict(resume=False), log=dict(every=10**6, tensorboard=False))
+    if args.model == "default":
+        return dict(default_model_config(args.device), **common)
     if args.device == "cpu":
         return dict(common, device="cpu", model=dict(architecture=dict(SMALL)),
                     data=dict(source="random", height=128, width=128, num_frames=17, random_samples=256),
@@ -265,7 +300,11 @@ def main(argv=None) -> int:
     ap.add_argument("--cp", type=int, default=1, help="CPU: add a Ulysses row over this many processes; "
                                                       "GPU: context-parallel size (torchrun)")
     ap.add_argument("--global-batch", type=int, default=4, help="CPU: global batch (FSDP2: half per rank)")
-    ap.add_argument("--batch", type=int, default=1, help="GPU: batch per data-parallel rank")
+    ap.add_argument("--model", default="bench", choices=["bench", "default"],
+                    help="bench: the small CPU config / the 1.3B preset on a GPU; default: the embedded default "
+                         "model's DiT (recipe/dit_gpu.yaml), fp32 + TF32 vs bf16 vs bf16 + compile")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="GPU: batch per data-parallel rank (default 1); --model default: the batch (default 64)")
     ap.add_argument("--ac", default="both", choices=["both", "off", "on"], help="GPU: activation checkpointing")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per run before it is killed")
     ap.add_argument("--verbose", action="store_true", help="keep the trainer's own output")
@@ -287,7 +326,8 @@ def main(argv=None) -> int:
         from flashi2v.parallel import init_distributed
 
         info = init_distributed()
-        variants = gpu_variants(args, info.world_size)
+        variants = default_model_variants(args, info.world_size) if args.model == "default" else \
+            gpu_variants(args, info.world_size)
         results = {v.name: [] for v in variants}
         with tempfile.TemporaryDirectory(prefix="flashi2v-bench-") as folder:
             for r in range(rounds):
@@ -302,7 +342,8 @@ def main(argv=None) -> int:
             return 0
         machine = f"{info.world_size} x {torch.cuda.get_device_name(info.device)}"
     else:
-        variants = gpu_variants(args, 1) if gpu else cpu_variants(args)
+        variants = (default_model_variants(args, 1) if args.model == "default" else
+                    gpu_variants(args, 1) if gpu else cpu_variants(args))
         results = {v.name: [] for v in variants}
         for r in range(rounds):
             for v in (variants if r % 2 == 0 else variants[::-1]):
@@ -317,7 +358,10 @@ def main(argv=None) -> int:
     first = next((s for s in summary.values() if "fail" not in s), None)
     print("# Training throughput: flashi2v Trainer (AdamW + adaptive clipping + EMA, data.source=random)")
     print(f"machine: {machine}; torch {torch.__version__}; Python {platform.python_version()}")
-    if gpu:
+    if args.model == "default":
+        print(f"config: the default model's DiT, flashi2v/default_model/recipe/dit_gpu.yaml (dim 256, 4 blocks, patch "
+              f"1x2x2) on random latents 16x9x32x32 -> 2304 tokens/sample, 96 text tokens; batch {args.batch or 64}")
+    elif gpu:
         print("config: preset flashi2v-1.3b, 49x480x832 -> latent 13x60x104 -> 20,280 tokens, 512 text tokens, "
               "param_dtype bf16 (fp32 master weights / AdamW), reduce fp32")
     else:

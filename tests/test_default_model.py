@@ -139,7 +139,8 @@ def test_recipe_continues_each_phase_from_the_previous_packaged_weights(tmp_path
     from flashi2v.train.trainer import build_model
 
     monkeypatch.setitem(recipe_mod.PROFILES, "two", recipe_mod.Profile("dit.yaml", dit_continue=("dit.yaml",)))
-    r = Recipe(tmp_path, workers=1, overrides=TOY, train_clips=3, test_clips=2, frames=5, size=32, profile="two")
+    r = Recipe(tmp_path, workers=1, overrides=TOY + ["dit.checkpoint.every=1"], train_clips=3, test_clips=2, frames=5,
+               size=32, profile="two")
     for stage in ("world", "vae_image", "vae", "base", "cache", "train", "export", "package"):
         getattr(r, stage)()
     assert r.run == tmp_path / "runs" / "flashi2v_phase1" and r.phase_run(0) == tmp_path / "runs" / "flashi2v"
@@ -159,8 +160,16 @@ def test_recipe_continues_each_phase_from_the_previous_packaged_weights(tmp_path
     logs = tmp_path / "recipe_logs"
     assert len((logs / "dit_metrics.jsonl").read_text().splitlines()) >= 1
     assert (logs / "dit_phase1_metrics.jsonl").read_text() == (r.run / "metrics.jsonl").read_text()
+    stamp = (r.phase_package(0) / "model_index.json").stat().st_mtime_ns
     r.train()  # both phases finished: nothing is trained again, the phase package is reused
     assert (r.run / "metrics.jsonl").read_text() == (logs / "dit_phase1_metrics.jsonl").read_text()
+    assert (r.phase_package(0) / "model_index.json").stat().st_mtime_ns == stamp
+    index = json.loads((r.phase_package(0) / "model_index.json").read_text())
+    assert index["trained"]["checkpoint"] == "step_000000002"
+    index["trained"]["checkpoint"] = "step_000000001"  # as if phase 0 had been trained further since
+    (r.phase_package(0) / "model_index.json").write_text(json.dumps(index))
+    r.train()
+    assert json.loads((r.phase_package(0) / "model_index.json").read_text())["trained"]["checkpoint"] == "step_000000002"
 
 
 def test_recipe_bad_arguments(tmp_path, capsys):

@@ -243,7 +243,7 @@ class Recipe:
         from ..train.trainer import Trainer
 
         for phase in range(self.num_phases):
-            if phase > 0 and not (self.phase_package(phase - 1) / "model_index.json").is_file():
+            if phase > 0 and not self._phase_package_is_current(phase - 1):
                 tmp = self.phase_package(phase - 1).parent / "export"
                 self._export(self.phase_run(phase - 1), tmp)
                 package_model(tmp, self.phase_package(phase - 1), dtype="fp16", defaults=self.defaults)
@@ -252,6 +252,17 @@ class Recipe:
             hist = Trainer(self.dit_config(phase=phase)).fit()
             if hist:
                 log(f"train: phase {phase} ({self.profile.dit_phases[phase]}) final loss {hist[-1]['loss']:.4f}")
+
+    def _phase_package_is_current(self, phase: int) -> bool:
+        """Whether ``phases/{phase}/package`` holds the newest checkpoint of that phase's run (a run trained further
+        since, e.g. with more ``max_steps``, is packaged again)."""
+        from ..train.checkpoint import list_checkpoints
+
+        index = self.phase_package(phase) / "model_index.json"
+        ckpts = list_checkpoints(self.phase_run(phase))
+        if not index.is_file() or not ckpts:
+            return False
+        return json.loads(index.read_text()).get("trained", {}).get("checkpoint") == ckpts[0][1].name  # newest first
 
     def _export(self, run: Path, dst: Path) -> None:
         from ..train.export import export

@@ -218,7 +218,7 @@ def test_cli_bench_reliance_with_swapped_words(setup, tmp_path, capsys):
     row = res["rows"][0]
     assert row["rest_edited_prompt"] > 0 and row["edit_reliance"] == pytest.approx(row["rest_edited_prompt"] - row["rest"])
     assert main(args + ["--swap-words", "left=right"]) != 0
-    assert "contain a word of --swap-words" in capsys.readouterr().err
+    assert "contain a word of the swap (left<->right)" in capsys.readouterr().err
     assert main(args + ["--swap-words", "left"]) != 0
     assert "WORD=WORD" in capsys.readouterr().err
     transformer_only = tmp_path / "t"
@@ -348,3 +348,94 @@ def test_text_motion_probe_pans_over_a_caches_first_frame_latents(setup):
         probe.main(["--canvas-cache", str(setup["root"] / "nowhere")])
     with pytest.raises(SystemExit, match="at least 6 px a side"):
         probe.main(["--size", "3", "--patch", "1", "--canvas-cache", str(setup["full"])])
+
+
+def _probe_cfg(setup, tmp_path, name, **log):
+    from flashi2v.train.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.output_dir = str(tmp_path / name)
+    cfg.seed, cfg.max_steps, cfg.device, cfg.threads = 5, 3, "cpu", 1
+    cfg.model.architecture = dict(dim=64, ffn_dim=128, num_heads=4, num_layers=1, text_dim=384, text_len=16)
+    cfg.model.pipeline = str(setup["model"])
+    cfg.data.source, cfg.data.path, cfg.data.batch_size, cfg.data.num_workers = "latent_cache", str(setup["full"]), 2, 0
+    cfg.data.height, cfg.data.width, cfg.data.num_frames = H, W, NF
+    cfg.ema.decay = 0.5
+    cfg.checkpoint.every, cfg.log.every, cfg.log.tensorboard = 100, 1, False
+    for k, v in log.items():
+        setattr(cfg.log, k, v)
+    cfg.validate()
+    return cfg
+
+
+def test_training_probe_logs_reliance_without_changing_the_training(setup, tmp_path, capsys):
+    """``log.probe_every``: the reliance probe of the EMA weights at step 0, every N steps and the last step, in
+    probe.jsonl; the same numbers as `flashi2v bench reliance` on the exported EMA model and the same items; and the
+    run's losses and weights are exactly those of a run without it."""
+    from flashi2v.bench.reliance import reliance_from_cache
+    from flashi2v.errors import ConfigError
+    from flashi2v.train.export import export
+    from flashi2v.train.trainer import Trainer
+
+    probe = dict(probe_every=2, probe_samples=3, probe_sigmas=[1.0, 0.9], probe_swap_words=["cat=dog"])
+    with_probe = Trainer(_probe_cfg(setup, tmp_path, "probe", **probe)).fit()
+    assert "probe step 0 sigma 1: frame 0" in capsys.readouterr().out
+    plain = Trainer(_probe_cfg(setup, tmp_path, "plain")).fit()
+    assert [h["loss"] for h in with_probe] == [h["loss"] for h in plain]
+    lines = [json.loads(x) for x in (tmp_path / "probe" / "probe.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [0, 2, 3] and all(x["ema"] for x in lines)
+    assert all(x["samples"] == 2 and x["edit"] == "cat<->dog" for x in lines)  # "a cat", "a dog runs ...": 2 of 4
+    assert [r["sigma"] for r in lines[-1]["rows"]] == [1.0, 0.9]
+    assert all(r["edit_reliance"] is not None and r["frame0"] > 0 for x in lines for r in x["rows"])
+    assert lines[0]["rows"] != lines[-1]["rows"]  # the weights changed in between
+    from safetensors.torch import load_file
+
+    for weights in ("raw", "ema"):  # the runs' checkpoints hold the same weights
+        files = {}
+        for name in ("probe", "plain"):
+            export(tmp_path / name, tmp_path / f"{name}_{weights}", weights=weights)
+            files[name] = sorted((tmp_path / f"{name}_{weights}" / "transformer").glob("*.safetensors"))
+        assert [f.name for f in files["probe"]] == [f.name for f in files["plain"]] and files["probe"]
+        for fa, fb in zip(files["probe"], files["plain"]):
+            sa, sb = load_file(fa), load_file(fb)
+            assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    bench = reliance_from_cache(tmp_path / "probe_ema", setup["full"], samples=3, sigmas=(1.0, 0.9), seed=5,
+                                swaps={"cat": "dog", "dog": "cat"})
+    for row, logged in zip(bench.to_dict()["rows"], lines[-1]["rows"]):
+        for k in ("frame0", "rest", "frame0_wrong", "rest_wrong_prompt", "rest_empty_prompt", "rest_edited_prompt"):
+            assert row[k] == pytest.approx(logged[k], rel=1e-4), k
+        assert row["edit_reliance"] == pytest.approx(logged["edit_reliance"], abs=1e-5)
+    with pytest.raises(ConfigError, match="contain a word of the swap"):
+        Trainer(_probe_cfg(setup, tmp_path, "bad", **dict(probe, probe_swap_words=["up=down"])))
+    with pytest.raises(ConfigError, match="probe_samples"):
+        _probe_cfg(setup, tmp_path, "bad2", probe_every=2, probe_samples=1)
+    with pytest.raises(ConfigError, match="probe_sigmas"):
+        _probe_cfg(setup, tmp_path, "bad3", probe_every=2, probe_sigmas=[0.0])
+
+
+def _probe_in_fsdp(rank, world, cfg_dict):
+    from flashi2v.train.config import TrainConfig
+    from flashi2v.train.trainer import Trainer
+
+    Trainer(TrainConfig.from_dict(cfg_dict)).fit()
+    return rank
+
+
+def test_training_probe_under_fsdp_matches_one_process(setup, tmp_path):
+    """Two FSDP2 ranks (the model sharded) take part in every probe forward and log what one process logs."""
+    from dist import run_distributed
+    from flashi2v.train.trainer import Trainer
+
+    probe = dict(probe_every=2, probe_samples=3, probe_sigmas=[0.9], probe_swap_words=["cat=dog"])
+    one = _probe_cfg(setup, tmp_path, "one", **probe)
+    one.optim.eps, one.clip.mode, one.max_steps = 1e-8, "fixed", 2  # reduction-order-robust (see test_train_distributed)
+    Trainer(one).fit()
+    two = _probe_cfg(setup, tmp_path, "two", **probe)
+    two.optim.eps, two.clip.mode, two.max_steps, two.data.batch_size = 1e-8, "fixed", 2, 1
+    two.parallel.param_dtype = "fp32"
+    assert run_distributed(_probe_in_fsdp, 2, two.to_dict(), timeout_s=240) == [0, 1]
+    a, b = ([json.loads(x) for x in (tmp_path / n / "probe.jsonl").read_text().splitlines()] for n in ("one", "two"))
+    assert [x["step"] for x in a] == [x["step"] for x in b] == [0, 2]
+    for x, y in zip(a, b):
+        for k in ("frame0", "rest", "frame0_wrong", "rest_wrong_prompt", "rest_edited_prompt"):
+            assert x["rows"][0][k] == pytest.approx(y["rows"][0][k], rel=1e-5), k

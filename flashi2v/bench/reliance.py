@@ -110,17 +110,18 @@ def _cell(v: float) -> str:
     return "–" if math.isnan(v) else f"{v:.3f}"
 
 
-def parse_swaps(pairs) -> dict[str, str]:
-    """``["left=right", "up=down"]`` -> a two-way, lower-case word map; a malformed pair is a one-line InputError."""
+def parse_swaps(pairs, what: str = "--swap-words") -> dict[str, str]:
+    """``["left=right", "up=down"]`` -> a two-way, lower-case word map; a malformed pair is a one-line InputError
+    that names the setting ``what``."""
     swaps: dict[str, str] = {}
     for pair in pairs:
         a, sep, b = str(pair).partition("=")
         a, b = a.strip().lower(), b.strip().lower()
         if not sep or a == b or not all(re.fullmatch(r"\w[\w-]*", w) for w in (a, b)):
-            raise InputError(f"--swap-words {pair!r}: give two different words as WORD=WORD, e.g. left=right")
+            raise InputError(f"{what} {pair!r}: give two different words as WORD=WORD, e.g. left=right")
         for x, y in ((a, b), (b, a)):
             if swaps.get(x, y) != y:
-                raise InputError(f"--swap-words: {x!r} is paired with both {swaps[x]!r} and {y!r}")
+                raise InputError(f"{what}: {x!r} is paired with both {swaps[x]!r} and {y!r}")
             swaps[x] = y
     return swaps
 
@@ -220,49 +221,72 @@ def reliance_from_cache(model_folder, cache_dir, samples: int = 16, sigmas: Sequ
     except CheckpointError as e:
         raise InputError(str(e)) from None
     source = LatentCacheSource(cache_dir, model.config.text_len, model.config.text_dim)
-    pool = list(range(source.num_samples))
-    if swaps:  # only samples whose caption the swap changes
-        pool = [i for i, c in enumerate(source.ds.captions()) if swap_words(c, swaps) != c]
-        if len(pool) < 2:
-            raise InputError(f"{len(pool)} caption(s) of {cache_dir} contain a word of --swap-words; the probe needs "
-                             "at least 2")
-    n = min(samples, len(pool))
-    if n < 2:
-        raise InputError(f"{cache_dir} has {source.num_samples} sample(s); the probe needs at least 2")
-    batch = source.batch([pool[int(i * len(pool) / n)] for i in range(n)], torch.device("cpu"))
+    batch = probe_batch(source, samples, swaps, where=str(cache_dir))
     edited = None
     if swaps:
-        encoder = _text_encoder(folder, device)
-        if encoder.dim != model.config.text_dim:
-            raise InputError(f"{folder}'s text encoder gives {encoder.dim}-d states, the transformer expects "
-                             f"{model.config.text_dim}")
-
-        def encode(captions):
-            emb, _ = encoder.encode(captions)
-            return torch.stack([source._fit(e.float().cpu()) for e in emb])
-
-        again = encode(batch.captions)
-        if not torch.allclose(again, batch.text_emb.float(), rtol=1e-3, atol=1e-3):
-            raise InputError(f"{folder}'s text encoder does not reproduce the text states of {cache_dir}; "
-                             "--swap-words needs the encoder the cache was made with")
-        edited = encode([swap_words(c, swaps) for c in batch.captions])
-    edit = ", ".join(f"{a}<->{b}" for a, b in swaps.items() if a < b) if swaps else None
+        encoder = model_text_encoder(folder, device)
+        edited = edited_text_states(encoder, source, batch, swaps, model.config.text_dim,
+                                    where=f"{folder} and {cache_dir}")
     return image_reliance(model, batch.latents, batch.first_frame_latents, batch.text_emb, sigmas, seed,
-                          empty_context=batch.empty_text_emb, edited_context=edited, edit=edit)
+                          empty_context=batch.empty_text_emb, edited_context=edited, edit=describe_swaps(swaps))
 
 
-def _text_encoder(folder: Path, device: str):
+def describe_swaps(swaps: dict[str, str] | None) -> str | None:
+    """``{left: right, right: left}`` -> "left<->right" (None for no swaps)."""
+    return ", ".join(f"{a}<->{b}" for a, b in swaps.items() if a < b) if swaps else None
+
+
+def probe_batch(source, samples: int, swaps: dict[str, str] | None = None, where: str = "the latent cache"):
+    """``samples`` items of a latent-cache source (:class:`flashi2v.train.data.LatentCacheSource`) spread evenly over
+    it, as one CPU batch with the captions the trainer draws in epoch 0; with ``swaps``, only items whose caption the
+    swap changes. The same items for every model, so probes of different models or training steps compare."""
+    pool = list(range(source.num_samples))
+    if swaps:  # only samples whose (epoch-0) caption the swap changes
+        pick = source._pick(0)
+        caps = source.ds.all_captions()
+        pool = [i for i in pool if (c := caps[i][pick(i, len(caps[i]))]) != swap_words(c, swaps)]
+        if len(pool) < 2:
+            raise InputError(f"{len(pool)} caption(s) of {where} contain a word of the swap "
+                             f"({describe_swaps(swaps)}); the probe needs at least 2")
+    n = min(samples, len(pool))
+    if n < 2:
+        raise InputError(f"{where} has {source.num_samples} sample(s); the probe needs at least 2")
+    return source.batch([pool[int(i * len(pool) / n)] for i in range(n)], torch.device("cpu"))
+
+
+def edited_text_states(encoder, source, batch, swaps: dict[str, str], text_dim: int,
+                       where: str = "the model and the cache") -> torch.Tensor:
+    """The text states [B, L, D] of ``batch``'s captions with ``swaps`` applied, encoded by ``encoder`` and fitted
+    like the cache's. The encoder must reproduce the cache's own states of the unedited captions (else an edit would
+    be confounded with a change of encoder): an InputError says so."""
+    if encoder.dim != text_dim:
+        raise InputError(f"the text encoder of {where} gives {encoder.dim}-d states, the transformer expects "
+                         f"{text_dim}")
+
+    def encode(captions):
+        emb, _ = encoder.encode(captions)
+        return torch.stack([source._fit(e.float().cpu()) for e in emb])
+
+    again = encode(batch.captions)
+    if not torch.allclose(again, batch.text_emb.float().cpu(), rtol=1e-3, atol=1e-3):
+        raise InputError(f"the text encoder of {where} does not reproduce the cache's text states; "
+                         "swapped words need the encoder the cache was made with")
+    return encode([swap_words(c, swaps) for c in batch.captions])
+
+
+def model_text_encoder(folder: Path, device: str):
+    """The text encoder of model folder ``folder`` (named by its index); a one-line InputError when it has none."""
     from ..pipeline import INDEX_NAME
     from ..text import load_text_encoder
     from ..weights.io import read_json_object
 
     index = folder / INDEX_NAME
     if not index.is_file():
-        raise InputError(f"--swap-words needs a model folder with a text encoder; {folder} has no {INDEX_NAME}")
+        raise InputError(f"the word swap needs a model folder with a text encoder; {folder} has no {INDEX_NAME}")
     try:
         name = read_json_object(index).get("text_encoder", "text_encoder")
     except CheckpointError as e:
         raise InputError(str(e)) from None
     if not (folder / name).is_dir():
-        raise InputError(f"--swap-words needs a model folder with a text encoder; {folder / name} is missing")
+        raise InputError(f"the word swap needs a model folder with a text encoder; {folder / name} is missing")
     return load_text_encoder(folder / name, device=device)

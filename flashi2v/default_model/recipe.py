@@ -301,8 +301,8 @@ class Recipe:
         for src, name in ((self.vae_image_run / "metrics.jsonl", "vae_image_metrics.jsonl"),
                           (self.vae_run / "metrics.jsonl", "vae_metrics.jsonl"),
                           (self.vae_run / "eval.json", "vae_eval.json"),
-                          *((self.phase_run(k) / "metrics.jsonl", f"dit{f'_phase{k}' if k else ''}_metrics.jsonl")
-                            for k in range(self.num_phases))):
+                          *((self.phase_run(k) / f"{what}.jsonl", f"dit{f'_phase{k}' if k else ''}_{what}.jsonl")
+                            for k in range(self.num_phases) for what in ("metrics", "probe"))):
             if src.is_file():
                 shutil.copyfile(src, logs / name)
         size = sum(p.stat().st_size for p in self.package_dir.rglob("*") if p.is_file())

@@ -218,6 +218,16 @@ class LogConfig:
     sample_steps: int = 20
     sample_guidance: float = 5.0
     sample_ema: bool = True
+    # the reliance probe (flashi2v bench reliance) of the current weights on a fixed batch of the latent cache, at
+    # step 0 of a fresh run, every probe_every steps (0 = never) and at the last step, appended to
+    # OUTPUT_DIR/probe.jsonl: how much the model uses its image, its prompt and, with probe_swap_words (e.g.
+    # [left=right, up=down]; needs model.pipeline, whose text encoder re-encodes the edited captions), those words.
+    # A few forward passes; the training itself is unchanged by it.
+    probe_every: int = 0
+    probe_samples: int = 32
+    probe_sigmas: list = field(default_factory=lambda: [1.0, 0.98, 0.9])
+    probe_swap_words: list = field(default_factory=list)
+    probe_ema: bool = True
 
 
 @dataclass
@@ -262,6 +272,7 @@ class TrainConfig(YAMLConfig):
         positive("checkpoint.keep_last", self.checkpoint.keep_last)
         positive("log.every", self.log.every)
         positive("ema.every", self.ema.every)
+        self._validate_probe()
         positive("parallel.cp", self.parallel.cp)
         positive("parallel.dp_replicate", self.parallel.dp_replicate)
         if not 0.0 <= self.data.text_dropout <= 1.0:
@@ -328,6 +339,33 @@ class TrainConfig(YAMLConfig):
         for i, pair in enumerate(self.log.validation):
             if not isinstance(pair, dict) or "prompt" not in pair:
                 raise ConfigError(f"log.validation[{i}] must be a mapping with 'prompt' (and 'image'), got {pair!r}")
+
+
+    def _validate_probe(self) -> None:
+        lg = self.log
+        if lg.probe_every < 0:
+            raise ConfigError(f"log.probe_every must be a step count >= 0 (0 = never), got {lg.probe_every}")
+        if not lg.probe_every:
+            return
+        if self.data.source != "latent_cache":
+            raise ConfigError(f"log.probe_every needs data.source=latent_cache (the probe scores fixed cache items), "
+                              f"got {self.data.source}; set log.probe_every=0")
+        if lg.probe_samples < 2:
+            raise ConfigError(f"log.probe_samples must be at least 2 (the wrong image is another sample's), "
+                              f"got {lg.probe_samples}")
+        sig = lg.probe_sigmas
+        if not sig or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in sig):
+            raise ConfigError(f"log.probe_sigmas must be a list of noise levels in (0, 1], got {sig!r}")
+        from ..bench.reliance import parse_swaps
+        from ..errors import InputError
+
+        try:
+            parse_swaps(lg.probe_swap_words, what="log.probe_swap_words")
+        except InputError as e:
+            raise ConfigError(str(e)) from None
+        if lg.probe_swap_words and not self.model.pipeline:
+            raise ConfigError("log.probe_swap_words needs model.pipeline (a model folder whose text encoder made the "
+                              "latent cache) to encode the edited captions")
 
 
 # ------------------------------------------------------------------------------------------------- machinery

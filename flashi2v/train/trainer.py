@@ -212,6 +212,7 @@ class Trainer:
         self.tokens_per_sample = count_tokens(self.model_config, self.source.latent_shape)
         self._tb = None
         self._sampler_pipe = None
+        self._probe = self._probe_inputs() if cfg.log.probe_every else None
 
     # -------------------------------------------------------------------------------------------- state
     def app_state(self) -> dict:
@@ -332,6 +333,8 @@ class Trainer:
                             "stay in every sample; use dim >= %d or a smaller patch_size", per_patch,
                             c.latent_channels, "x".join(map(str, c.patch_size)), c.dim, c.unseen_latent_dims, per_patch)
         history = []
+        if self._probe is not None and self.step == 0:
+            self.write_probe()
         while self.step < cfg.max_steps:
             stats = self.train_step(self.loader)
             stats["step"] = self.step
@@ -340,6 +343,8 @@ class Trainer:
                 self.log_stats(stats)
             if cfg.log.sample_every and self.step % cfg.log.sample_every == 0:
                 self.write_samples()
+            if self._probe is not None and (self.step % cfg.log.probe_every == 0 or self.step == cfg.max_steps):
+                self.write_probe()
             if self.step % cfg.checkpoint.every == 0 or self.step == cfg.max_steps:
                 self.save()
         self.loader.close()
@@ -405,6 +410,65 @@ class Trainer:
         self.model.train()
         if self.is_main:
             log.info("wrote %d sample videos to %s", len(cfg.log.validation), out_dir)
+
+    # --------------------------------------------------------------------------------------------- probe
+    def _probe_inputs(self) -> dict:
+        """The reliance probe's fixed inputs (``log.probe_*``), made once at start-up so that a bad setting fails
+        before the first step: the cache items (:func:`flashi2v.bench.reliance.probe_batch`, the same for every run
+        on this cache) and, with swap words, their edited captions' text states."""
+        from ..bench.reliance import describe_swaps, edited_text_states, model_text_encoder, parse_swaps, probe_batch
+        from ..errors import InputError
+
+        lg, where = self.cfg.log, f"the latent cache {self.cfg.data.path}"
+        swaps = parse_swaps(lg.probe_swap_words, what="log.probe_swap_words")
+        try:
+            batch = probe_batch(self.source, lg.probe_samples, swaps, where=where)
+            edited = None
+            if swaps:
+                folder = Path(self.cfg.model.pipeline)
+                encoder = model_text_encoder(folder, str(self.device))
+                edited = edited_text_states(encoder, self.source, batch, swaps, self.model_config.text_dim,
+                                            where=f"{folder} and {where}")
+                del encoder
+        except InputError as e:
+            raise ConfigError(f"log.probe_*: {e}") from None
+        return dict(batch=batch, edited=edited, edit=describe_swaps(swaps))
+
+    def write_probe(self) -> dict:
+        """:func:`flashi2v.bench.reliance.image_reliance` of the current (EMA, with ``log.probe_ema``) weights on the
+        fixed probe batch, with the paradigm's sampling settings and noise seeded by the run's seed, so a probe of
+        the exported model with ``flashi2v bench reliance`` on the same items gives the same numbers. Every rank
+        takes part in the forwards (the model may be sharded); rank 0 appends ``{"step": ..., ...}`` to
+        ``probe.jsonl``. Uses no global random state: training continues exactly as without it."""
+        from contextlib import nullcontext
+
+        from ..bench.reliance import image_reliance
+
+        lg, p = self.cfg.log, self._probe
+        b = p["batch"]
+        ctx = self.ema.swapped_in(self.model) if (self.ema is not None and lg.probe_ema) else nullcontext()
+        was_training = self.model.training
+        self.model.eval()
+        with ctx:
+            res = image_reliance(self.model, b.latents, b.first_frame_latents, b.text_emb, lg.probe_sigmas,
+                                 seed=self.cfg.seed, empty_context=b.empty_text_emb, edited_context=p["edited"],
+                                 edit=p["edit"])
+        self.model.train(was_training)
+        out = dict(step=self.step, ema=bool(self.ema is not None and lg.probe_ema), **res.to_dict())
+        if self.is_main:
+            with open(self.out / "probe.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(out) + "\n")
+            r = res.rows[0]
+            msg = (f"probe step {self.step} sigma {r.sigma:g}: frame 0 {r.frame0:.3f} (reliance {r.reliance:+.3f}), "
+                   f"frames 1.. {r.rest:.3f} (prompt reliance {r.prompt_reliance:+.4f}")
+            print(msg + (f", edit reliance {r.edit_reliance:+.5f})" if p["edit"] else ")"), flush=True)
+            if self.cfg.log.tensorboard and self._tb is not None:
+                for row in res.rows:
+                    for k in ("reliance", "prompt_reliance", "edit_reliance"):
+                        v = getattr(row, k)
+                        if math.isfinite(v):
+                            self._tb.add_scalar(f"probe/{k}@{row.sigma:g}", v, self.step)
+        return out
 
 
 def train(cfg: TrainConfig) -> list[dict]:

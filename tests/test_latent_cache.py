@@ -405,8 +405,10 @@ def test_training_probe_logs_reliance_without_changing_the_training(setup, tmp_p
         for k in ("frame0", "rest", "frame0_wrong", "rest_wrong_prompt", "rest_empty_prompt", "rest_edited_prompt"):
             assert row[k] == pytest.approx(logged[k], rel=1e-4), k
         assert row["edit_reliance"] == pytest.approx(logged["edit_reliance"], abs=1e-5)
+    threads = torch.get_num_threads()
     with pytest.raises(ConfigError, match="contain a word of the swap"):
         Trainer(_probe_cfg(setup, tmp_path, "bad", **dict(probe, probe_swap_words=["up=down"])))
+    assert torch.get_num_threads() == threads  # a failed set-up leaves the process's thread count (threads: 1) alone
     with pytest.raises(ConfigError, match="probe_samples"):
         _probe_cfg(setup, tmp_path, "bad2", probe_every=2, probe_samples=1)
     with pytest.raises(ConfigError, match="probe_sigmas"):

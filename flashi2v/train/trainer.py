@@ -158,13 +158,20 @@ def count_tokens(config: TransformerConfig, latent_shape) -> int:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self._threads_before = torch.get_num_threads()  # restored when fit() returns, or here if set-up fails
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            self._set_up(cfg)
+        except BaseException:
+            torch.set_num_threads(self._threads_before)
+            raise
+
+    def _set_up(self, cfg: TrainConfig) -> None:
         from ..parallel import ParallelConfig, build_mesh, dp_rank, dp_size, init_distributed, parallelize
         from ..paradigms import paradigm_for
 
-        self.cfg = cfg
-        self._threads_before = torch.get_num_threads()  # restored when fit() returns
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         info = init_distributed()
         self.rank, self.world = info.rank, info.world_size
         if cfg.device == "cuda" and info.device.type != "cuda":

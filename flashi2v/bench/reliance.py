@@ -242,9 +242,7 @@ def probe_batch(source, samples: int, swaps: dict[str, str] | None = None, where
     swap changes. The same items for every model, so probes of different models or training steps compare."""
     pool = list(range(source.num_samples))
     if swaps:  # only samples whose (epoch-0) caption the swap changes
-        pick = source._pick(0)
-        caps = source.ds.all_captions()
-        pool = [i for i in pool if (c := caps[i][pick(i, len(caps[i]))]) != swap_words(c, swaps)]
+        pool = [i for i, c in enumerate(source.captions(0)) if c != swap_words(c, swaps)]
         if len(pool) < 2:
             raise InputError(f"{len(pool)} caption(s) of {where} contain a word of the swap "
                              f"({describe_swaps(swaps)}); the probe needs at least 2")

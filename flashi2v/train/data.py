@@ -128,6 +128,11 @@ class LatentCacheSource(BatchSource):
             return int(torch.randint(0, count, (), generator=g))
         return pick
 
+    def captions(self, epoch: int = 0) -> list[str]:
+        """Every sample's caption as :meth:`batch` draws it in ``epoch``, in index order (no tensor is read)."""
+        pick = self._pick(epoch)
+        return [caps[pick(i, len(caps))] for i, caps in enumerate(self.ds.all_captions())]
+
     def batch(self, indices, device, epoch: int = 0):
         if self.memory is not None:
             m, pick = self.memory, self._pick(epoch)

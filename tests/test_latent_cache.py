@@ -378,7 +378,7 @@ def test_training_probe_logs_reliance_without_changing_the_training(setup, tmp_p
     from flashi2v.train.trainer import Trainer
 
     probe = dict(probe_every=2, probe_samples=3, probe_sigmas=[1.0, 0.9], probe_swap_words=["cat=dog"])
-    with_probe = Trainer(_probe_cfg(setup, tmp_path, "probe", **probe)).fit()
+    with_probe = Trainer(_probe_cfg(setup, tmp_path, "probe", **probe, tensorboard=True)).fit()
     assert "probe step 0 sigma 1: frame 0" in capsys.readouterr().out
     plain = Trainer(_probe_cfg(setup, tmp_path, "plain")).fit()
     assert [h["loss"] for h in with_probe] == [h["loss"] for h in plain]
@@ -388,6 +388,13 @@ def test_training_probe_logs_reliance_without_changing_the_training(setup, tmp_p
     assert [r["sigma"] for r in lines[-1]["rows"]] == [1.0, 0.9]
     assert all(r["edit_reliance"] is not None and r["frame0"] > 0 for x in lines for r in x["rows"])
     assert lines[0]["rows"] != lines[-1]["rows"]  # the weights changed in between
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "probe" / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("probe/edit_reliance@1")  # the step-0 probe too, before the first training log
+    assert [e.step for e in scalars] == [0, 2, 3]
+    assert scalars[-1].value == pytest.approx(lines[-1]["rows"][0]["edit_reliance"], rel=1e-6)
     from safetensors.torch import load_file
 
     for weights in ("raw", "ema"):  # the runs' checkpoints hold the same weights

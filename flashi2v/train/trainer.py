@@ -373,15 +373,23 @@ class Trainer:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:  # every logged step, machine-readable
             f.write(json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v) else None)
                                 for k, v in s.items()}) + "\n")
-        if self.cfg.log.tensorboard:
-            if self._tb is None:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.out / "tensorboard"))
+        tb = self.tensorboard()
+        if tb is not None:
             for k in ("loss", "grad_norm", "clip_threshold", "lr", "samples_per_s", "tokens_per_s", "memory_gb"):
                 if math.isfinite(s[k]):
-                    self._tb.add_scalar(f"train/{k}", s[k], s["step"])
-            self._tb.flush()
+                    tb.add_scalar(f"train/{k}", s[k], s["step"])
+            tb.flush()
+
+    def tensorboard(self):
+        """Rank 0's TensorBoard writer (``output_dir/tensorboard``), made on first use; None without
+        ``log.tensorboard``."""
+        if not self.cfg.log.tensorboard:
+            return None
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out / "tensorboard"))
+        return self._tb
 
     def write_samples(self) -> None:
         """Videos of the validation (image, prompt) pairs with the current (EMA) weights; every rank takes part in
@@ -453,7 +461,8 @@ class Trainer:
 
         lg, p = self.cfg.log, self._probe
         b = p["batch"]
-        ctx = self.ema.swapped_in(self.model) if (self.ema is not None and lg.probe_ema) else nullcontext()
+        use_ema = self.ema is not None and lg.probe_ema
+        ctx = self.ema.swapped_in(self.model) if use_ema else nullcontext()
         was_training = self.model.training
         self.model.eval()
         with ctx:
@@ -461,7 +470,7 @@ class Trainer:
                                  seed=self.cfg.seed, empty_context=b.empty_text_emb, edited_context=p["edited"],
                                  edit=p["edit"])
         self.model.train(was_training)
-        out = dict(step=self.step, ema=bool(self.ema is not None and lg.probe_ema), **res.to_dict())
+        out = dict(step=self.step, ema=use_ema, **res.to_dict())
         if self.is_main:
             with open(self.out / "probe.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(out) + "\n")
@@ -469,12 +478,14 @@ class Trainer:
             msg = (f"probe step {self.step} sigma {r.sigma:g}: frame 0 {r.frame0:.3f} (reliance {r.reliance:+.3f}), "
                    f"frames 1.. {r.rest:.3f} (prompt reliance {r.prompt_reliance:+.4f}")
             print(msg + (f", edit reliance {r.edit_reliance:+.5f})" if p["edit"] else ")"), flush=True)
-            if self.cfg.log.tensorboard and self._tb is not None:
+            tb = self.tensorboard()
+            if tb is not None:
                 for row in res.rows:
                     for k in ("reliance", "prompt_reliance", "edit_reliance"):
                         v = getattr(row, k)
                         if math.isfinite(v):
-                            self._tb.add_scalar(f"probe/{k}@{row.sigma:g}", v, self.step)
+                            tb.add_scalar(f"probe/{k}@{row.sigma:g}", v, self.step)
+                tb.flush()
         return out
 
 

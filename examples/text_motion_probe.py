@@ -20,6 +20,12 @@ its first latent frame onto its last; the direction is right within ±22.5° (a 
 one JSON line. Always answering "still" scores 0.11 with ``short`` prompts and about 0.43 with ``world`` ones (3 in 7
 of those cameras are still).
 
+Two text paths meant to keep direction words apart (docs/default_model.md, "Keeping the direction words apart"):
+``--hidden-layer 0,5`` concatenates several MiniLM layers' states per token (0 = the token embeddings, so the DiT can
+key on the context and read the word itself; the DiT's text_dim becomes 384 x the number of layers), and
+``--clauses`` encodes each clause of a prompt on its own (split after . ; : ! ? and before ", while") and concatenates
+their token states, so a direction word's state carries only its own clause's context.
+
 ``--mix-short 0.5`` (with ``world``) prompts half the training batches with the short captions instead; evaluation
 stays on the world's captions. ``--batch`` sets the clips per step (8), ``--eval-at 1500,3000`` samples the held-out
 clips at those steps too (one JSON line each), ``--paradigm i2v-concat-mask`` conditions on the first frame by
@@ -37,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 
 import torch
@@ -57,7 +64,39 @@ SHORT = ["The camera pans {d} over the scene.", "A view that moves {d}.", "Seen 
 SHORT_STILL = ["The camera is still over the scene.", "A static view.", "Seen by a still camera."]
 
 
-def prompt_bank(encoder, captions: str, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+CLAUSE_BREAK = re.compile(r"(?<=[.;:!?])\s+|,\s+(?=while\b)")
+
+
+class PromptEncoder:
+    """MiniLM token states of prompts: the concatenation of ``layers``' states per token, each clause of a prompt
+    encoded on its own when ``clauses`` (their states concatenated, then truncated or zero-padded to ``text_len``)."""
+
+    def __init__(self, layers: list[int], clauses: bool, text_len: int):
+        self.layers, self.clauses, self.text_len = layers, clauses, text_len
+        self.minilm = MiniLMTextEncoder.from_package(text_len=text_len, hidden_layer=layers[0])
+        self.dim = 384 * len(layers)
+
+    def _layers(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        states = []
+        for layer in self.layers:
+            self.minilm.hidden_layer = layer
+            out, lengths = self.minilm.encode(texts)
+            states.append(out)
+        return torch.cat(states, -1), lengths
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        if not self.clauses:
+            return self._layers(texts)[0]
+        rows = torch.zeros(len(texts), self.text_len, self.dim)
+        for i, text in enumerate(texts):
+            parts = [p for p in CLAUSE_BREAK.split(text) if p.strip()] or [text]
+            states, lengths = self._layers(parts)
+            tokens = torch.cat([s[:n] for s, n in zip(states, lengths.tolist())])[:self.text_len]
+            rows[i, :len(tokens)] = tokens
+        return rows
+
+
+def prompt_bank(encoder: PromptEncoder, captions: str, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(text states [n, L, 384], direction labels [n]) of prompts for ``split``."""
     texts, labels = [], []
     if captions == "short":
@@ -79,7 +118,7 @@ def prompt_bank(encoder, captions: str, split: str, n: int) -> tuple[torch.Tenso
                 continue
             texts.append(scene["caption"])
             labels.append(NAMES.index("still" if motion == "static" else scene["camera"]["direction"].replace("_", "-")))
-    states = torch.cat([encoder.encode(texts[i:i + 64])[0] for i in range(0, n, 64)])
+    states = torch.cat([encoder.encode(texts[i:i + 64]) for i in range(0, n, 64)])
     return states, torch.tensor(labels)
 
 
@@ -169,7 +208,10 @@ def direction_right(shift: tuple[int, int], label: int) -> bool:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--captions", choices=["short", "world"], default="short")
-    ap.add_argument("--hidden-layer", type=int, default=-1, help="MiniLM layer whose states are the prompt (-1: last)")
+    ap.add_argument("--hidden-layer", default="-1",
+                    help="MiniLM layer whose states are the prompt (-1: last; 0: token embeddings); a comma list such "
+                         "as 0,5 concatenates those layers' states")
+    ap.add_argument("--clauses", action="store_true", help="encode each clause of a prompt on its own")
     ap.add_argument("--frame-embedding", action="store_true", help="TransformerConfig.frame_embedding = 9")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--pool", type=int, default=0, help="train on this many fixed clips (0: a new clip every time)")
@@ -223,6 +265,14 @@ def run(args) -> dict:
     if args.batch < 1:
         raise SystemExit(f"--batch must be at least 1, got {args.batch}")
     try:
+        layers = [int(v) for v in str(args.hidden_layer).split(",")]
+    except ValueError:
+        raise SystemExit(f"--hidden-layer takes a MiniLM layer or a comma list of them, got {args.hidden_layer!r}") \
+            from None
+    if not all(-7 <= v <= 6 for v in layers) or len(set(v % 7 for v in layers)) < len(layers):
+        raise SystemExit(f"--hidden-layer: layers must be distinct, from -7 to 6 (0 = embeddings, -1 = last), got "
+                         f"{args.hidden_layer!r}")
+    try:
         eval_at = sorted({int(v) for v in args.eval_at.split(",") if v.strip()}) or [args.steps]
     except ValueError:
         raise SystemExit(f"--eval-at takes comma-separated step numbers, got {args.eval_at!r}") from None
@@ -239,14 +289,14 @@ def run(args) -> dict:
     if args.whiten:
         canvases = whiten(canvases)
     text_len = args.text_len or (96 if args.captions == "world" else 24)
-    encoder = MiniLMTextEncoder.from_package(text_len=text_len, hidden_layer=args.hidden_layer)
-    empty = encoder.encode([""])[0]
+    encoder = PromptEncoder(layers, args.clauses, text_len)
+    empty = encoder.encode([""])
     train_bank = prompt_bank(encoder, args.captions, "train", args.bank)
     short_bank = prompt_bank(encoder, "short", "train", 270) if args.mix_short else None
     test_bank = prompt_bank(encoder, args.captions, "test", max(args.eval_clips, 9))
 
     cfg = TransformerConfig(model_type=args.paradigm, dim=args.dim, ffn_dim=4 * args.dim, num_heads=4, num_layers=4,
-                            text_dim=384, text_len=text_len, patch_size=(1, args.patch, args.patch),
+                            text_dim=encoder.dim, text_len=text_len, patch_size=(1, args.patch, args.patch),
                             frame_embedding=T if args.frame_embedding else 0)
     torch.manual_seed(0)
     model = build_transformer(cfg)
@@ -309,7 +359,8 @@ def run(args) -> dict:
 
     tail = losses[-100:] or [float("nan")]
     result = dict(
-        captions=args.captions, text_len=text_len, hidden_layer=args.hidden_layer, frame_embedding=args.frame_embedding,
+        captions=args.captions, text_len=text_len, hidden_layer=layers[0] if len(layers) == 1 else layers,
+        clauses=args.clauses, frame_embedding=args.frame_embedding,
         steps=args.steps, pool=args.pool, mix_short=args.mix_short, size=args.size, patch=args.patch, dim=args.dim,
         canvas="cache" if args.canvas_cache else f"bank {args.canvas_bank}" if args.canvas_bank else "noise",
         whiten=args.whiten, batch=b, paradigm=args.paradigm, condition_init=args.condition_init,

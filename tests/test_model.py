@@ -357,6 +357,32 @@ def test_text_motion_probe_canvas_bank_and_whitening():
         probe.main(["--canvas-bank", "5", "--canvas-cache", "x"])
 
 
+def test_text_motion_probe_layer_concatenation_and_clause_encoding():
+    """--hidden-layer 0,5 gives each token the concatenation of those layers' MiniLM states (the DiT's text_dim
+    follows); --clauses encodes each clause alone and concatenates their token states. Both train and sample, and
+    bad layer lists are refused."""
+    from flashi2v.text.minilm import MiniLMTextEncoder
+
+    probe = load_example("text_motion_probe")
+    texts = ["The camera pans left over a cat; a red square slides right.", "A static view."]
+    single = {k: MiniLMTextEncoder.from_package(text_len=40, hidden_layer=k) for k in (0, 5)}
+    both = probe.PromptEncoder([0, 5], False, 40)
+    assert both.dim == 768
+    assert torch.equal(both.encode(texts), torch.cat([single[0].encode(texts)[0], single[5].encode(texts)[0]], -1))
+    clauses = probe.PromptEncoder([5], True, 40).encode(texts)
+    parts, n = single[5].encode(["The camera pans left over a cat;", "a red square slides right."])
+    expect = torch.cat([parts[0, :n[0]], parts[1, :n[1]]])
+    assert torch.equal(clauses[0, :len(expect)], expect) and clauses[0, len(expect):].abs().sum() == 0
+    assert torch.equal(clauses[1], single[5].encode(texts[1:])[0][0])  # one clause: the plain encoding
+    assert not torch.equal(clauses[0], single[5].encode(texts[:1])[0][0])  # the clauses no longer see each other
+    r = probe.main(["--captions", "world", "--hidden-layer", "0,5", "--clauses", "--steps", "2", "--eval-clips", "9",
+                    "--bank", "9", "--size", "4", "--dim", "32"])
+    assert r["hidden_layer"] == [0, 5] and r["clauses"] and math.isfinite(r["loss_last_100"])
+    for bad in ("x", "0,7", "5,5", "-1,6"):
+        with pytest.raises(SystemExit, match="--hidden-layer"):
+            probe.main([f"--hidden-layer={bad}"])
+
+
 def test_text_motion_probe_batch_eval_steps_paradigm_and_condition_init():
     """--batch, --eval-at (one score per listed step, the last one also at the top level), --paradigm
     i2v-concat-mask and --condition-init zero train and sample; the default run is unchanged by the new options'

@@ -283,6 +283,30 @@ def test_every_caption_is_cached_and_training_draws_one_per_epoch(setup, tmp_pat
             assert x.captions == y.captions and y.text_emb.shape == (4, text_len, 384)
             for f in ("latents", "first_frame_latents", "text_emb", "empty_text_emb"):
                 assert torch.equal(getattr(x, f), getattr(y, f)), f
+    # data.caption_weights: the draw weighted by caption position, on disk and preloaded alike, and in captions()
+    caps0 = metas[0]["cap"]  # sample 0 has 3 captions, sample 3 has 2
+    for p in (False, True):
+        w = LatentCacheSource(str(out), 16, 384, seed=5, preload=p, caption_weights=[0, 1, 0])
+        for e in range(6):
+            assert w.batch([0, 3, 1], torch.device("cpu"), epoch=e).captions == [caps0[1], metas[4]["cap"][1],
+                                                                                  metas[1]["cap"]]
+            assert w.captions(e) == [caps0[1], metas[1]["cap"], src.captions(0)[2], metas[4]["cap"][1]]
+    from types import SimpleNamespace
+
+    from flashi2v.train.config import TrainConfig
+    from flashi2v.train.data import build_source
+
+    cfg = TrainConfig.from_dict({"model": {"preset": "flashi2v-1.3b"}, "seed": 5, "data": {
+        "source": "latent_cache", "path": str(out), "caption_weights": [0, 1, 0]}})
+    built = build_source(cfg, SimpleNamespace(text_len=16, text_dim=384), torch.device("cpu"))
+    assert built.captions(3) == w.captions(3)  # the trainer's source gets data.caption_weights
+    with pytest.raises(InputError, match=r"every caption of sample 3 \(it has 2\) weight 0"):
+        LatentCacheSource(str(out), 16, 384, seed=5, caption_weights=[0, 0, 1])  # sample 3's positions 0 and 1
+    skew = LatentCacheSource(str(out), 16, 384, seed=5, caption_weights=[1, 8])  # positions 1 and 2 weigh 8 each
+    firsts = [skew.captions(e)[0] for e in range(170)]
+    assert 3 <= firsts.count(caps0[0]) <= 20  # about 10 of 170 (1 / 17), against 57 uniformly
+    uniform = LatentCacheSource(str(out), 16, 384, seed=5, caption_weights=[1])
+    assert {uniform.captions(e)[0] for e in range(30)} == set(caps0)
 
 
 def test_a_version_1_cache_still_reads(setup, tmp_path):

@@ -62,9 +62,16 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         (["data.max_samples=0"], "data.max_samples must be a positive integer or null"),
         (["data.max_samples=true"], "data.max_samples must be an integer"),
         (["data.max_samples=8"], "does not apply to data.source=random"),
+        (["data.caption_weights=[1, 2]"], "data.caption_weights applies to data.source=latent_cache only"),
+        (["data.source=latent_cache", "data.path=x", "data.caption_weights=[0, 0]"], "not all zero"),
+        (["data.source=latent_cache", "data.path=x", "data.caption_weights=[1, -1]"], "non-negative numbers"),
+        (["data.source=latent_cache", "data.path=x", "data.caption_weights=[]"], "non-negative numbers"),
+        (["data.source=latent_cache", "data.path=x", "data.caption_weights=[true]"], "non-negative numbers"),
     ]:
         with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
             TrainConfig.from_dict(base, bad)
+    ok = TrainConfig.from_dict(base, ["data.source=latent_cache", "data.path=x", "data.caption_weights=[1, 1, 1, 6, 1]"])
+    assert ok.data.caption_weights == [1, 1, 1, 6, 1]
     with pytest.raises(ConfigError, match="not found"):
         TrainConfig.from_yaml(tmp_path / "missing.yaml")
 

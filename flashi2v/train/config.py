@@ -118,6 +118,11 @@ class DataConfig:
     # the whole cache, about 0.8 GB per 1000 clips of the default model's 128x128x17 world) instead of opening a
     # shard per sample
     preload: bool = False
+    # latent_cache with several captions per sample: the relative weight of each caption position (the k-th caption of
+    # every sample) in the per-epoch draw; positions past the list take its last weight. None: uniform. A world cache
+    # of `flashi2v world --captions 3 --focused-captions` holds its camera-only caption at position 3, so
+    # [1, 1, 1, 6, 1] draws it about half the time (the rest: the three full captions and the per-object ones).
+    caption_weights: Optional[list] = None
 
 
 @dataclass
@@ -281,6 +286,15 @@ class TrainConfig(YAMLConfig):
             raise ConfigError(f"data.source must be latent_cache, videos or random, got {self.data.source!r}")
         if self.data.source != "random" and not self.data.path:
             raise ConfigError(f"data.path is required for data.source={self.data.source}")
+        cw = self.data.caption_weights
+        if cw is not None:
+            if self.data.source != "latent_cache":
+                raise ConfigError("data.caption_weights applies to data.source=latent_cache only")
+            if (not isinstance(cw, (list, tuple)) or not cw
+                    or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                               for w in cw) or not any(w > 0 for w in cw)):
+                raise ConfigError("data.caption_weights must be a list of non-negative numbers, not all zero (one per "
+                                  f"caption position, e.g. [1, 1, 1, 6, 1]), got {cw!r}")
         ms = self.data.max_samples
         if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms < 1):
             raise ConfigError(f"data.max_samples must be a positive integer or null (all samples), got {ms!r}")

@@ -87,10 +87,12 @@ class BatchSource:
 
 class LatentCacheSource(BatchSource):
     """A latent cache. A sample with several captions gets one drawn per (seed, epoch, index): every epoch may see
-    another caption, and a resumed run draws the same ones."""
+    another caption, and a resumed run draws the same ones. ``caption_weights`` (``data.caption_weights``) weighs the
+    draw by caption position (positions past the list take its last weight; a sample with one caption always uses
+    it); None draws uniformly."""
 
     def __init__(self, path: str, text_len: int, text_dim: int, seed: int = 0, preload: bool = False,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", caption_weights: list | None = None):
         from ..data.latent_cache import LatentCacheDataset
 
         self.ds = LatentCacheDataset(path, pad_text=True)
@@ -103,6 +105,13 @@ class LatentCacheSource(BatchSource):
         self.num_samples = len(self.ds)
         self.latent_shape = tuple(self.ds[0]["latents"].shape)
         self.empty = self._fit(self.ds.empty_text_emb)
+        self.caption_weights = None
+        if caption_weights is not None:
+            self.caption_weights = [float(w) for w in caption_weights]
+            for i, caps in enumerate(self.ds.all_captions()):
+                if len(caps) > 1 and not any(self._weights(len(caps))):  # a lone caption is used anyway
+                    raise InputError(f"data.caption_weights {list(caption_weights)} gives every caption of sample {i} "
+                                     f"(it has {len(caps)}) weight 0; give one of its positions a positive weight")
         self.memory = self._preload(torch.device(device)) if preload else None
 
     def _preload(self, device: torch.device) -> dict:
@@ -120,12 +129,18 @@ class LatentCacheSource(BatchSource):
             emb = torch.cat([emb, emb.new_zeros(self.text_len - emb.shape[0], emb.shape[1])])
         return emb
 
+    def _weights(self, count: int) -> list[float]:
+        w = self.caption_weights
+        return [w[min(k, len(w) - 1)] for k in range(count)]
+
     def _pick(self, epoch: int):
         def pick(index: int, count: int) -> int:
             if count == 1:
                 return 0
             g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
-            return int(torch.randint(0, count, (), generator=g))
+            if self.caption_weights is None:
+                return int(torch.randint(0, count, (), generator=g))
+            return int(torch.multinomial(torch.tensor(self._weights(count), dtype=torch.float64), 1, generator=g))
         return pick
 
     def captions(self, epoch: int = 0) -> list[str]:
@@ -224,7 +239,7 @@ def build_source(cfg, model_config, device: torch.device) -> BatchSource:
     d = cfg.data
     if d.source == "latent_cache":
         src: Any = LatentCacheSource(d.path, model_config.text_len, model_config.text_dim, cfg.seed, d.preload,
-                                     device)
+                                     device, d.caption_weights)
     elif d.source == "random":
         for name, m in (("height", 16), ("width", 16)):
             if getattr(d, name) % m:

@@ -20,7 +20,7 @@ its first latent frame onto its last; the direction is right within ±22.5° (a 
 one JSON line. Always answering "still" scores 0.11 with ``short`` prompts and about 0.43 with ``world`` ones (3 in 7
 of those cameras are still).
 
-Two text paths meant to keep direction words apart (docs/default_model.md, "Keeping the direction words apart"):
+Two text paths meant to keep direction words apart (docs/default_model.md, "The world's captions on the probe"):
 ``--hidden-layer 0,5`` concatenates several MiniLM layers' states per token (0 = the token embeddings, so the DiT can
 key on the context and read the word itself; the DiT's text_dim becomes 384 x the number of layers), and
 ``--clauses`` encodes each clause of a prompt on its own (split after . ; : ! ? and before ", while") and concatenates

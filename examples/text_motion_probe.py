@@ -97,7 +97,7 @@ class PromptEncoder:
 
 
 def prompt_bank(encoder: PromptEncoder, captions: str, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(text states [n, L, 384], direction labels [n]) of prompts for ``split``."""
+    """(text states [n, L, encoder.dim], direction labels [n]) of prompts for ``split``."""
     texts, labels = [], []
     if captions == "short":
         for k in range(n):

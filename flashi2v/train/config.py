@@ -290,9 +290,8 @@ class TrainConfig(YAMLConfig):
         if cw is not None:
             if self.data.source != "latent_cache":
                 raise ConfigError("data.caption_weights applies to data.source=latent_cache only")
-            if (not isinstance(cw, (list, tuple)) or not cw
-                    or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
-                               for w in cw) or not any(w > 0 for w in cw)):
+            if (not isinstance(cw, (list, tuple)) or not all(_number(w) and math.isfinite(w) and w >= 0 for w in cw)
+                    or not any(w > 0 for w in cw)):
                 raise ConfigError("data.caption_weights must be a list of non-negative numbers, not all zero (one per "
                                   f"caption position, e.g. [1, 1, 1, 6, 1]), got {cw!r}")
         ms = self.data.max_samples
@@ -322,7 +321,7 @@ class TrainConfig(YAMLConfig):
         for prefix, factor in (self.optim.lr_multipliers or {}).items():
             if not isinstance(prefix, str) or not prefix:
                 raise ConfigError(f"optim.lr_multipliers keys must be parameter-name prefixes, got {prefix!r}")
-            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+            if not _number(factor) or factor <= 0:
                 raise ConfigError(f"optim.lr_multipliers.{prefix} must be a positive number, got {factor!r}")
         lo, hi = _pair("flow.cutoff_ratio", self.flow.cutoff_ratio)
         if not 0.0 <= lo <= hi <= 1.0:
@@ -368,7 +367,7 @@ class TrainConfig(YAMLConfig):
             raise ConfigError(f"log.probe_samples must be at least 2 (the wrong image is another sample's), "
                               f"got {lg.probe_samples}")
         sig = lg.probe_sigmas
-        if not sig or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in sig):
+        if not sig or not all(_number(v) and 0 < v <= 1 for v in sig):
             raise ConfigError(f"log.probe_sigmas must be a list of noise levels in (0, 1], got {sig!r}")
         from ..bench.reliance import parse_swaps
         from ..errors import InputError
@@ -383,6 +382,11 @@ class TrainConfig(YAMLConfig):
 
 
 # ------------------------------------------------------------------------------------------------- machinery
+def _number(value) -> bool:
+    """An int or a float (a YAML true/false is not a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _pair(name: str, value) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)

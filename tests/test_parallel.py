@@ -142,6 +142,28 @@ def test_single_process_mesh_runs_the_same_bf16_policy(monkeypatch):
         dist.destroy_process_group()
 
 
+def test_attention_casts_k_v_inputs_like_q_for_grouped_fsdp_units():
+    """parallelize() makes {q, k, v, o} one FSDP2 unit with bf16 compute. Before torch 2.13 FSDP2 cast the inputs of
+    only the unit's first module (q) to bf16; on torch 2.11 (an H100) the bf16 recipe then failed with "mat1 and
+    mat2 must have the same dtype". Emulated here with a cast on q alone: the attention gives exactly what it gives
+    on inputs already in bf16."""
+    from flashi2v.models.wan import CrossAttention, SelfAttention
+
+    def cast_q_only(module):
+        module.q.register_forward_pre_hook(lambda _, args: tuple(a.to(torch.bfloat16) for a in args))
+        return module
+
+    torch.manual_seed(0)
+    x, context, grid = torch.randn(2, 8, 32), torch.randn(2, 5, 32), (2, 2, 2)
+    self_attn = SelfAttention(32, 2).to(torch.bfloat16)
+    out = cast_q_only(copy.deepcopy(self_attn))(x, grid)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, self_attn(x.to(torch.bfloat16), grid))
+    cross = CrossAttention(32, 2).to(torch.bfloat16)
+    out = cast_q_only(copy.deepcopy(cross))(x, context)
+    assert torch.equal(out, cross(x.to(torch.bfloat16), context.to(torch.bfloat16)))
+
+
 def _fails_on_rank_1(rank, world_size):
     if rank == 1:
         raise ConfigError("bad option on rank 1")

@@ -78,7 +78,11 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         b, n, _ = x.shape
-        q = self.norm_q(self.q(x)).view(b, n, self.num_heads, -1)
+        q = self.q(x)
+        # k and v take x in q's compute dtype: FSDP2 before torch 2.13 casts the inputs of only the first module of a
+        # unit ({q, k, v, o} is one, see parallel/apply.py) to param_dtype, so x itself may still be fp32 here
+        x = x.to(q.dtype)
+        q = self.norm_q(q).view(b, n, self.num_heads, -1)
         k = self.norm_k(self.k(x)).view(b, n, self.num_heads, -1)
         v = self.v(x).view(b, n, self.num_heads, -1)
         if self.cp_group is None:
@@ -94,7 +98,9 @@ class SelfAttention(nn.Module):
 class CrossAttention(SelfAttention):
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        q = self.norm_q(self.q(x)).view(b, n, self.num_heads, -1)
+        q = self.q(x)
+        context = context.to(q.dtype)  # as in SelfAttention.forward
+        q = self.norm_q(q).view(b, n, self.num_heads, -1)
         k = self.norm_k(self.k(context)).view(b, context.shape[1], self.num_heads, -1)
         v = self.v(context).view(b, context.shape[1], self.num_heads, -1)
         return self.o(attention(q, k, v).flatten(2))

@@ -17,6 +17,7 @@ Use :func:`apply_precision` (or ``load_transformer(..., dtype=torch.bfloat16)``)
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import torch
@@ -62,3 +63,18 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str) -
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(names)}")
     return names[dtype]
+
+
+@contextlib.contextmanager
+def full_fp32_matmul():
+    """Float32 matrix products and convolutions at full precision (no TF32) inside the block, whatever the global
+    switches say (a trainer with ``parallel.tf32`` turns them on for the DiT); restored on exit. The text encoders run
+    under it, so text states do not depend on which process made them: a latent cache encoded by ``flashi2v data
+    encode`` is reproduced by the trainer's reliance probe (``log.probe_swap_words``), which re-encodes its captions
+    after TF32 was switched on."""
+    cuda_matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = cuda_matmul, cudnn

@@ -430,6 +430,30 @@ def test_minilm_offline_real_weights(minilm):
     assert long_len.tolist() == [16] and long_emb.shape == (1, 16, 384)
 
 
+def test_text_states_ignore_the_tf32_switches(minilm, monkeypatch):
+    """A trainer with parallel.tf32 switches TF32 on for the whole process; the text encoder must still compute in
+    full fp32, or the reliance probe's re-encoded captions would not reproduce a cache encoded elsewhere (on an H100
+    the probe refused to start). The switches are off inside the encoder and restored after it."""
+    seen = []
+    forward = minilm._forward
+
+    def spy(ids, mask):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return forward(ids, mask)
+
+    monkeypatch.setattr(minilm, "_forward", spy)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    reference, _ = minilm.encode(["A cat runs on the beach."])
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        emb, _ = minilm.encode(["A cat runs on the beach."])
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    assert seen == [(False, False), (False, False)]
+    assert torch.equal(emb, reference)
+
+
 def test_minilm_save_load_and_limits(tmp_path, minilm):
     from flashi2v.text import MiniLMTextEncoder
 

@@ -53,6 +53,7 @@ from torch import nn
 
 from flashi2v.weights.io import read_json_object
 from flashi2v.errors import CheckpointError, ConfigError, InputError
+from flashi2v.precision import full_fp32_matmul
 from flashi2v.text.cleaning import clean_prompt
 
 __all__ = ["TextEncoder", "load_text_encoder", "FOLDER_FORMAT", "FOLDER_FORMAT_VERSION", "register_text_encoder"]
@@ -276,7 +277,8 @@ class TextEncoder(nn.Module):
         with self.on_compute_device():
             dev = self.device
             ids_d, mask_d, prefix_d = ids.to(dev), mask.to(dev), prefix.to(dev)
-            hidden = self._forward(ids_d, mask_d)
+            with full_fp32_matmul():  # the same states whatever TF32 switches the calling process has set
+                hidden = self._forward(ids_d, mask_d)
             out = hidden.new_zeros(ids.shape[0], self.text_len, hidden.shape[-1])
             zero = torch.zeros((), dtype=hidden.dtype, device=dev)
             out[:, : ids.shape[1]] = torch.where(prefix_d[..., None], hidden, zero)

@@ -123,9 +123,25 @@ def test_recipe_gpu_profile_at_toy_size(tmp_path):
     assert len(dit_clips) == 5 and len(vae_clips) == 3 and dit_clips[:3] == vae_clips  # same seeds, same clips
     info = json.loads((r.package_dir / "model_index.json").read_text())["default_model"]
     assert info["profile"] == "gpu" and info["dit_config"] == "recipe/dit_gpu.yaml"
-    assert [ph["config"] for ph in info["dit_phases"]] == ["recipe/dit_gpu.yaml", "recipe/dit_gpu_continue.yaml"]
-    assert (tmp_path / "runs" / "flashi2v_phase1" / "metrics.jsonl").is_file()  # the continuation ran, from phase 0
-    assert r.dit_config(phase=1).model.init == str(r.phase_package(0)) and r.dit_config(phase=1).optim.warmup_steps == 100
+    assert [ph["config"] for ph in info["dit_phases"]] == ["recipe/dit_gpu.yaml", "recipe/dit_gpu_continue.yaml",
+                                                           "recipe/dit_gpu_text.yaml"]
+    for k in (1, 2):  # each continuation ran, from the previous phase
+        assert (tmp_path / "runs" / f"flashi2v_phase{k}" / "metrics.jsonl").is_file()
+        assert r.dit_config(phase=k).model.init == str(r.phase_package(k - 1))
+    assert r.dit_config(phase=1).optim.warmup_steps == 100
+    # phase 2 trains on the same clips with focused captions, encoded by MiniLM's layer 5, which the package ships
+    cfg2 = r.dit_config(phase=2)
+    assert cfg2.data.path == str(tmp_path / "data" / "latents_dit_focused_text5") and cfg2.data.caption_weights
+    assert cfg2.model.pipeline == str(tmp_path / "base_text5") and r.phase_latents(1) == r.latents
+    focused = gt("train_dit_focused")["clips"]
+    assert [c["seed"] for c in focused] == [c["seed"] for c in dit_clips]
+    meta = json.loads((tmp_path / "data" / "train_dit_focused" / "meta.json").read_text())
+    assert all(isinstance(m["cap"], list) and len(m["cap"]) >= 4 for m in meta)
+    assert LatentCacheDataset(r.phase_latents(2))[0]["captions"] == meta[0]["cap"]
+    assert json.loads((r.package_dir / "text_encoder" / "config.json").read_text())["hidden_layer"] == 5
+    assert [(ph["focused_captions"], ph["text_hidden_layer"]) for ph in info["dit_phases"]] == [
+        (False, -1), (False, -1), (True, 5)] and info["text_hidden_layer"] == 5
+    assert (tmp_path / "recipe_logs" / "dit_phase2_probe.jsonl").is_file()
     assert info["data"]["dit_train_clips"] == 5 and "--profile gpu" in info["recipe"]
     assert info["vae_overrides"]["vae"] == ["model.temporal_init=inflate", "threads=2"]
     with pytest.raises(Exception, match="unknown recipe profile 'tpu'; choose from cpu, gpu"):
@@ -215,12 +231,17 @@ def test_shipped_dit_sees_every_latent_direction():
     profile = PROFILES[info["profile"]]  # the recipe profile that made it: its configs and VAE overrides
     assert info["dit_config"] == f"recipe/{profile.dit_config}"
     assert info["vae_overrides"] == dict(vae_image=list(profile.vae_image_overrides), vae=list(profile.vae_overrides))
-    assert [ph["config"] for ph in info["dit_phases"]] == [f"recipe/{name}" for name in profile.dit_phases]
-    configs = [yaml.safe_load((RECIPE_DIR / name).read_text()) for name in profile.dit_phases]
-    for config, phase in zip(configs, info["dit_phases"]):
+    assert [ph["config"] for ph in info["dit_phases"]] == [f"recipe/{ph.config}" for ph in profile.dit_phases]
+    configs = [yaml.safe_load((RECIPE_DIR / ph.config).read_text()) for ph in profile.dit_phases]
+    for config, phase, spec in zip(configs, info["dit_phases"], profile.dit_phases):
         assert config["max_steps"] == phase["steps"], f"{phase['config']}: the shipped DiT's steps are not its config's"
         assert config["model"]["architecture"] == configs[0]["model"]["architecture"]
+        for key in ("focused_captions", "text_hidden_layer"):  # the phase's data as its Phase says (None: default)
+            assert getattr(spec, key) in (None, phase[key]), f"{phase['config']}: {key}"
     assert info["dit_steps"] == sum(ph["steps"] for ph in info["dit_phases"])
+    # the shipped text encoder is the one the last phase trained with
+    text = json.loads((MODEL_DIR / "text_encoder" / "config.json").read_text())
+    assert text.get("hidden_layer", -1) == info["dit_phases"][-1]["text_hidden_layer"] == info["text_hidden_layer"]
     recipe = configs[0]["model"]["architecture"]
     shipped = cfg.to_dict()
     for key, value in recipe.items():

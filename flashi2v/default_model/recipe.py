@@ -27,10 +27,12 @@ evaluate   the quality bars on the 100 held-out clips (:func:`flashi2v.bench.eva
 =========  ==========================================================================================================
 
 ``--stages a,b`` runs some stages; ``--set vae.max_steps=10 --set dit.max_steps=10`` overrides config keys (prefixes
-``vae_image.``, ``vae.``, ``dit.``; the shipped model uses none). ``--focused-captions`` and ``--text-layer 5`` run the
-variant that was tried and not shipped (docs/default_model.md). ``--profile gpu`` (:data:`PROFILES`) is the shipped
-model's recipe: inflated VAE, the DiT on 10000 clips on CUDA from ``recipe/dit_gpu.yaml``, then continued from its
-fp16 EMA weights with ``recipe/dit_gpu_continue.yaml``. All seeds are
+``vae_image.``, ``vae.``, ``dit.``; the shipped model uses none). ``--focused-captions`` and ``--text-layer 5`` give
+every phase that does not set its own those data (trained from scratch that way, the variant was not shipped:
+docs/default_model.md). ``--profile gpu`` (:data:`PROFILES`) is the shipped model's recipe: inflated VAE, the DiT on
+10000 clips on CUDA from ``recipe/dit_gpu.yaml``, continued from its fp16 EMA weights with
+``recipe/dit_gpu_continue.yaml``, then with ``recipe/dit_gpu_text.yaml`` on the same clips' focused captions encoded
+by MiniLM's layer 5 (:class:`Phase`). All seeds are
 fixed; on another machine the floating-point results differ in the last bits.
 """
 
@@ -56,6 +58,18 @@ DEFAULTS = dict(num_frames=FRAMES, height=SIZE, width=SIZE, num_steps=20, shift=
 
 
 @dataclass(frozen=True)
+class Phase:
+    """One DiT phase: its config file in recipe/ and the data it trains on. ``focused_captions`` and
+    ``text_hidden_layer`` of None take the recipe's own (``--focused-captions``, ``--text-layer``); a phase that sets
+    others gets its own world captions (``data/train_dit_focused``: the same clips), MiniLM layer (``base_text{L}``)
+    and latent cache (``data/latents_dit_focused_text{L}``)."""
+
+    config: str
+    focused_captions: bool | None = None
+    text_hidden_layer: int | None = None
+
+
+@dataclass(frozen=True)
 class Profile:
     """Where and how much: the CPU recipe (this 2-core machine, ~2.5 h) or the GPU one (one CUDA device for the
     latent cache and the DiT; its VAE stages are the CPU recipe's with ``temporal_init: inflate``)."""
@@ -65,20 +79,23 @@ class Profile:
     vae_overrides: tuple = ()  # applied before --set vae.*
     dit_train_clips: int | None = None  # None: the DiT trains on data/train; else on data/train_dit, this many clips
     cache_device: str | None = "cpu"  # None: CUDA when available
-    #: files in recipe/ trained after ``dit_config``, in order, on the same cache: each phase starts from the previous
-    #: phase's EMA weights as they would be shipped (fp16), with a fresh optimizer and learning-rate schedule
+    #: phases trained after ``dit_config``, in order (a file in recipe/, or a :class:`Phase` with its own data):
+    #: each starts from the previous phase's EMA weights as they would be shipped (fp16), with a fresh optimizer and
+    #: learning-rate schedule
     dit_continue: tuple = ()
 
     @property
-    def dit_phases(self) -> tuple:
-        return (self.dit_config, *self.dit_continue)
+    def dit_phases(self) -> tuple[Phase, ...]:
+        return tuple(p if isinstance(p, Phase) else Phase(p) for p in (self.dit_config, *self.dit_continue))
 
 
 PROFILES = {
     "cpu": Profile("dit.yaml"),
     "gpu": Profile("dit_gpu.yaml", vae_image_overrides=("threads=2",),
                    vae_overrides=("model.temporal_init=inflate", "threads=2"),
-                   dit_train_clips=10000, cache_device=None, dit_continue=("dit_gpu_continue.yaml",)),
+                   dit_train_clips=10000, cache_device=None,
+                   dit_continue=("dit_gpu_continue.yaml",
+                                 Phase("dit_gpu_text.yaml", focused_captions=True, text_hidden_layer=5))),
 }
 
 
@@ -96,7 +113,7 @@ class Recipe:
         tests do this).
         ``focused_captions`` writes the world with three full captions plus one per element per clip
         (``flashi2v world --captions 3 --focused-captions``); ``text_hidden_layer`` picks MiniLM's layer for the base
-        folder (-1: the last). Both were tried for the default model and not shipped (docs/default_model.md).
+        folder (-1: the last). Both apply to the phases whose :class:`Phase` does not set its own.
         ``profile`` picks :data:`PROFILES` (``dit_train_clips`` overrides its DiT data size, for smoke runs);
         ``eval_device`` runs the evaluation's sampling there (the shipped numbers are from ``cpu``)."""
         from ..errors import InputError
@@ -123,7 +140,6 @@ class Recipe:
     data = property(lambda self: self.work / "data")
     vae_image_run = property(lambda self: self.work / "vae_image")
     vae_run = property(lambda self: self.work / "vae")
-    base_dir = property(lambda self: self.work / "base")
     export_dir = property(lambda self: self.work / "export")
     # the DiT's phases (Profile.dit_phases): phase 0 trains in runs/flashi2v, phase k > 0 in runs/flashi2v_phase{k}
     # from phases/{k-1}/package (phase k-1's EMA weights packaged in fp16); ``run`` is the last phase's, exported
@@ -137,9 +153,37 @@ class Recipe:
         return self.work / "phases" / str(phase) / "package"
     # the DiT's data: the VAE's clips (CPU profile) or a larger draw of the same world (GPU profile)
     dit_suffix = property(lambda self: "" if self.dit_train_clips is None else "_dit")
-    dit_data = property(lambda self: self.data / f"train{self.dit_suffix}")
-    filtered = property(lambda self: self.data / f"filtered{self.dit_suffix}")
-    latents = property(lambda self: self.data / f"latents{self.dit_suffix}")
+    # phase 0's data, text encoder and cache (``phase_*(k)``: phase k's, which may differ, see :class:`Phase`)
+    dit_data = property(lambda self: self.phase_data(0))
+    filtered = property(lambda self: self.phase_filtered(0))
+    latents = property(lambda self: self.phase_latents(0))
+    base_dir = property(lambda self: self.phase_base(0))
+
+    def phase_text(self, phase: int) -> tuple[bool, int]:
+        """(focused captions, MiniLM hidden layer) of phase ``phase``'s data."""
+        ph = self.profile.dit_phases[phase]
+        return (self.focused_captions if ph.focused_captions is None else bool(ph.focused_captions),
+                self.text_hidden_layer if ph.text_hidden_layer is None else int(ph.text_hidden_layer))
+
+    def _caption_suffix(self, phase: int) -> str:
+        focused = self.phase_text(phase)[0]
+        return "" if focused == self.focused_captions else ("_focused" if focused else "_plain")
+
+    def _text_suffix(self, phase: int) -> str:
+        layer = self.phase_text(phase)[1]
+        return "" if layer == self.text_hidden_layer else f"_text{layer}"
+
+    def phase_data(self, phase: int) -> Path:
+        return self.data / f"train{self.dit_suffix}{self._caption_suffix(phase)}"
+
+    def phase_filtered(self, phase: int) -> Path:
+        return self.data / f"filtered{self.dit_suffix}{self._caption_suffix(phase)}"
+
+    def phase_latents(self, phase: int) -> Path:
+        return self.data / f"latents{self.dit_suffix}{self._caption_suffix(phase)}{self._text_suffix(phase)}"
+
+    def phase_base(self, phase: int) -> Path:
+        return self.work / f"base{self._text_suffix(phase)}"
 
     def vae_config(self, stage: str = "vae"):
         from ..train.vae_trainer import VAETrainConfig
@@ -161,8 +205,9 @@ class Recipe:
         from ..train.config import TrainConfig
 
         init = [] if phase == 0 else [f"model.init={self.phase_package(phase - 1)}", "model.condition_init=zero"]
-        return TrainConfig.from_yaml(RECIPE_DIR / self.profile.dit_phases[phase], [
-            f"output_dir={self.phase_run(phase)}", f"data.path={self.latents}", f"model.pipeline={self.base_dir}",
+        return TrainConfig.from_yaml(RECIPE_DIR / self.profile.dit_phases[phase].config, [
+            f"output_dir={self.phase_run(phase)}", f"data.path={self.phase_latents(phase)}",
+            f"model.pipeline={self.phase_base(phase)}",
             *self._size_overrides(), *self.overrides["dit"], *init, *extra])
 
     def _size_overrides(self) -> list[str]:
@@ -174,16 +219,18 @@ class Recipe:
     def world(self) -> None:
         from ..world import write_dataset
 
-        folders = [("train", "train", self.train_clips), ("test", "test", self.test_clips)]
-        if self.dit_train_clips is not None:  # clips 0..n-1 of the train split: a superset of data/train
-            folders.append(("train_dit", "train", self.dit_train_clips))
-        for name, split, n in folders:
-            if (self.data / name / "ground_truth.json").is_file():
-                log(f"world: reusing {self.data / name}")
+        folders = {self.data / "train": ("train", self.train_clips, self.focused_captions),
+                   self.data / "test": ("test", self.test_clips, self.focused_captions)}
+        for k in range(self.num_phases):  # clips 0..n-1 of the train split: data/train, or a superset of it
+            folders.setdefault(self.phase_data(k), ("train", self.dit_train_clips or self.train_clips,
+                                                    self.phase_text(k)[0]))
+        for folder, (split, n, focused) in folders.items():
+            if (folder / "ground_truth.json").is_file():
+                log(f"world: reusing {folder}")
                 continue
-            ds = write_dataset(self.data / name, split, n, SEED, num_frames=self.frames, height=self.size,
+            ds = write_dataset(folder, split, n, SEED, num_frames=self.frames, height=self.size,
                                width=self.size, fps=FPS, workers=self.workers,
-                               num_captions=3 if self.focused_captions else 1, focused_captions=self.focused_captions)
+                               num_captions=3 if focused else 1, focused_captions=focused)
             log(ds.summary())
 
     def vae_image(self) -> None:
@@ -208,33 +255,40 @@ class Recipe:
         from ..text import MiniLMTextEncoder
         from ..vae import WanVAE
 
-        if (self.base_dir / "model_index.json").is_file():
-            log(f"base: reusing {self.base_dir}")
-            return
-        arch = dict(self.dit_config().model.architecture)
-        torch.manual_seed(SEED)
-        dit = build_transformer(TransformerConfig(**arch))
-        text = MiniLMTextEncoder.from_package(text_len=int(arch["text_len"]), hidden_layer=self.text_hidden_layer)
-        text.weights_source = "package"
-        vae = WanVAE.from_pretrained(self.vae_run / "vae", dtype=torch.float32)
-        FlashI2VPipeline(dit, vae, text, GenerationDefaults(**self.defaults)).save_pretrained(self.base_dir,
-                                                                                         overwrite=True)
-        log(f"base: wrote {self.base_dir}")
+        for base, layer in {self.phase_base(k): self.phase_text(k)[1] for k in range(self.num_phases)}.items():
+            if (base / "model_index.json").is_file():
+                log(f"base: reusing {base}")
+                continue
+            arch = dict(self.dit_config().model.architecture)
+            torch.manual_seed(SEED)
+            dit = build_transformer(TransformerConfig(**arch))
+            text = MiniLMTextEncoder.from_package(text_len=int(arch["text_len"]), hidden_layer=layer)
+            text.weights_source = "package"
+            vae = WanVAE.from_pretrained(self.vae_run / "vae", dtype=torch.float32)
+            FlashI2VPipeline(dit, vae, text, GenerationDefaults(**self.defaults)).save_pretrained(base, overwrite=True)
+            log(f"base: wrote {base}")
 
-    def filter(self) -> Path:
+    def filter(self, phase: int | None = None) -> Path:
+        """Filter every phase's DiT data (or only phase ``phase``'s); returns the last LMDB."""
         from ..data.filter import filter_once
 
-        lmdb, counts = filter_once(self.dit_data / "filter.yaml", self.filtered)
-        log(f"filter: {'reusing' if counts is None else 'kept {kept}/{total}'.format(**counts)} -> {lmdb}")
+        for k in range(self.num_phases) if phase is None else (phase,):
+            lmdb, counts = filter_once(self.phase_data(k) / "filter.yaml", self.phase_filtered(k))
+            log(f"filter: {'reusing' if counts is None else 'kept {kept}/{total}'.format(**counts)} -> {lmdb}")
         return lmdb
 
     def cache(self) -> None:
         from ..data.latent_cache import encode_cache
 
-        m = encode_cache(self.filter(), self.base_dir, self.latents, height=self.size, width=self.size,
-                         num_frames=self.frames, train_fps=FPS, seed=SEED, device=self.profile.cache_device,
-                         workers=self.workers, log=log)
-        log(f"cache: {m['num_samples']} samples, latents {m['latent_shape']}")
+        done = set()
+        for k in range(self.num_phases):
+            if self.phase_latents(k) in done:
+                continue
+            done.add(self.phase_latents(k))
+            m = encode_cache(self.filter(k), self.phase_base(k), self.phase_latents(k), height=self.size,
+                             width=self.size, num_frames=self.frames, train_fps=FPS, seed=SEED,
+                             device=self.profile.cache_device, workers=self.workers, log=log)
+            log(f"cache: {self.phase_latents(k).name}: {m['num_samples']} samples, latents {m['latent_shape']}")
 
     def train(self) -> None:
         """Every DiT phase in turn; a finished phase resumes at its last step (nothing to do), an interrupted one
@@ -245,13 +299,14 @@ class Recipe:
         for phase in range(self.num_phases):
             if phase > 0 and not self._phase_package_is_current(phase - 1):
                 tmp = self.phase_package(phase - 1).parent / "export"
-                self._export(self.phase_run(phase - 1), tmp)
+                self._export(phase - 1, tmp)
                 package_model(tmp, self.phase_package(phase - 1), dtype="fp16", defaults=self.defaults)
                 shutil.rmtree(tmp)
                 log(f"train: phase {phase} starts from {self.phase_package(phase - 1)}")
             hist = Trainer(self.dit_config(phase=phase)).fit()
             if hist:
-                log(f"train: phase {phase} ({self.profile.dit_phases[phase]}) final loss {hist[-1]['loss']:.4f}")
+                log(f"train: phase {phase} ({self.profile.dit_phases[phase].config}) final loss "
+                    f"{hist[-1]['loss']:.4f}")
 
     def _phase_package_is_current(self, phase: int) -> bool:
         """Whether ``phases/{phase}/package`` holds the newest checkpoint of that phase's run (a run trained further
@@ -264,22 +319,24 @@ class Recipe:
             return False
         return json.loads(index.read_text()).get("trained", {}).get("checkpoint") == ckpts[0][1].name  # newest first
 
-    def _export(self, run: Path, dst: Path) -> None:
+    def _export(self, phase: int, dst: Path) -> None:
+        """Phase ``phase``'s EMA weights with the VAE and text encoder it trained with (its base folder)."""
         from ..train.export import export
 
-        export(run, dst, weights="ema", pipeline=str(self.base_dir), overwrite=True)
+        export(self.phase_run(phase), dst, weights="ema", pipeline=str(self.phase_base(phase)), overwrite=True)
 
     def export(self) -> None:
-        self._export(self.run, self.export_dir)
+        self._export(self.num_phases - 1, self.export_dir)
         log(f"export: wrote {self.export_dir}")
 
     def package(self) -> None:
         from . import package_model
 
         vae_eval = json.loads((self.vae_run / "eval.json").read_text())
-        phases = [dict(config=f"recipe/{name}", steps=self.dit_config(phase=k).max_steps,
-                       init="scratch" if k == 0 else f"phase {k - 1}'s EMA weights in fp16")
-                  for k, name in enumerate(self.profile.dit_phases)]
+        phases = [dict(config=f"recipe/{ph.config}", steps=self.dit_config(phase=k).max_steps,
+                       init="scratch" if k == 0 else f"phase {k - 1}'s EMA weights in fp16",
+                       focused_captions=self.phase_text(k)[0], text_hidden_layer=self.phase_text(k)[1])
+                  for k, ph in enumerate(self.profile.dit_phases)]
         prof = "" if self.profile_name == "cpu" else f" --profile {self.profile_name}"
         info = dict(recipe=f"python -m flashi2v.default_model.recipe --work WORK{prof} (flashi2v/default_model/recipe.py)",
                     profile=self.profile_name, vae_configs=["recipe/vae_image.yaml", "recipe/vae.yaml"],
@@ -291,7 +348,7 @@ class Recipe:
                               dit_train_clips=self.dit_train_clips or self.train_clips,
                               frames=self.frames, size=self.size, fps=FPS,
                               focused_captions=self.focused_captions),
-                    text_hidden_layer=self.text_hidden_layer,
+                    text_hidden_layer=self.phase_text(self.num_phases - 1)[1],  # the shipped text encoder's
                     dit_steps=sum(ph["steps"] for ph in phases),
                     dit_phases=phases,
                     vae_eval=vae_eval)
@@ -395,9 +452,11 @@ def main(argv: list[str] | None = None) -> int:
                         "recipe/dit_gpu.yaml then recipe/dit_gpu_continue.yaml); cpu (default): everything on a "
                         "2-core CPU, an older default model")
     p.add_argument("--focused-captions", action="store_true",
-                   help="world stage: 3 full captions plus one per element per clip (not the shipped model's data)")
+                   help="world stage: 3 full captions plus one per element per clip, for the phases that do not "
+                        "set their own (the shipped model's third phase does)")
     p.add_argument("--text-layer", type=int, default=-1,
-                   help="base stage: MiniLM hidden layer for the text states (default -1, the last, as shipped)")
+                   help="base stage: MiniLM hidden layer for the text states of the phases that do not set their "
+                        "own (default -1, the last; the shipped model's third phase uses 5)")
     p.add_argument("--set", action="append", default=[], metavar="vae.KEY=VALUE|dit.KEY=VALUE",
                    help="override a key of recipe/vae_image.yaml, vae.yaml or the profile's DiT config (repeatable)")
     args = p.parse_args(argv)

@@ -449,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="evaluate stage: where the samples are generated (cpu, as for the shipped numbers; cuda, cuda:N)")
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES),
                    help="gpu: the shipped model's recipe (DiT and latent cache on CUDA, 10000 DiT clips, "
-                        "recipe/dit_gpu.yaml then recipe/dit_gpu_continue.yaml); cpu (default): everything on a "
-                        "2-core CPU, an older default model")
+                        "recipe/dit_gpu.yaml, dit_gpu_continue.yaml, then dit_gpu_text.yaml); cpu (default): "
+                        "everything on a 2-core CPU, an older default model")
     p.add_argument("--focused-captions", action="store_true",
                    help="world stage: 3 full captions plus one per element per clip, for the phases that do not "
                         "set their own (the shipped model's third phase does)")

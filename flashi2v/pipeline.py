@@ -244,7 +244,7 @@ class FlashI2VPipeline:
         self,
         image: Any | Sequence[Any] | None = None,
         prompt: str | Sequence[str] = "",
-        negative_prompt: str | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
         num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -263,8 +263,9 @@ class FlashI2VPipeline:
         """Generate ``batch`` videos per prompt. Unset options fall back to the folder's defaults (the paper's:
         49 frames, 480x832, 50 steps, shift 7, guidance 5, cutoff ratio 0.1, Wan's negative prompt).
 
-        ``image`` is a path, PIL image, array or tensor (or a list, one per prompt). ``keep_aspect`` picks a
-        height x width (multiples of 16) near height*width pixels with the image's aspect ratio.
+        ``image`` is a path, PIL image, array or tensor (or a list, one per prompt). ``negative_prompt`` is one string
+        for every prompt or a list of one per prompt. ``keep_aspect`` picks a height x width (multiples of 16) near
+        height*width pixels with the image's aspect ratio.
         ``cutoff_ratio`` applies to FlashI2V models, ``image_noise_sigma`` (σ_aug of the image latent, default 0) to
         ``i2v-concat-noise`` models; the augmentation noise of sample i is drawn from seed + i (or ``generator``).
         ``anchor_first_frame`` pins latent frame 0 to the image's latent during sampling
@@ -315,7 +316,15 @@ class FlashI2VPipeline:
             height, width = fit_resolution(ih, iw, target_area=height * width, multiple=self.size_multiple)
         height, width = check_size(height, width, self.size_multiple)
 
+        if isinstance(negative_prompt, str):
+            negatives = [negative_prompt] * len(prompts)
+        else:
+            negatives = list(negative_prompt)
+            if len(negatives) != len(prompts) or not all(isinstance(n, str) for n in negatives):
+                raise InputError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts; pass one string "
+                                 "for all or one per prompt")
         prompts = [p for p in prompts for _ in range(batch)]
+        negatives = [n for n in negatives for _ in range(batch)]
         if images is not None:
             images = [im for im in images for _ in range(batch)]
         b = len(prompts)
@@ -332,7 +341,7 @@ class FlashI2VPipeline:
         shape = (b, self.transformer.config.latent_channels, t_lat, height // sf, width // sf)
 
         use_cfg = guidance_scale > 1.0
-        context = self.encode_prompts(prompts + ([negative_prompt] * b if use_cfg else []))
+        context = self.encode_prompts(prompts + (negatives if use_cfg else []))
         context, negative = (context[:b], context[b:]) if use_cfg else (context, None)
         z = self.encode_images(images, height, width) if images is not None else None
         noise, seeds = self.make_noise(shape, seed, generator)

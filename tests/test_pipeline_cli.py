@@ -79,6 +79,28 @@ def test_pipeline_round_trip_seeds_and_batch(model_dir, image):
     assert two.frames.shape == (2, 1, 32, 48, 3)
 
 
+def test_negative_prompt_per_prompt(model_dir, image):
+    """A list of negative prompts gives each prompt its own: every video of the batch is the video made alone with
+    its negative, and a different negative changes the video."""
+    from flashi2v import InputError
+
+    pipe = FlashI2VPipeline.from_pretrained(model_dir, device="cpu")
+    kw = dict(seed=3, progress=False, num_frames=1, guidance_scale=4.0)
+    both = pipe([image, image], ["moves left", "moves up"], negative_prompt=["moves right", "moves down"], **kw)
+    left = pipe(image, "moves left", negative_prompt="moves right", **kw)
+    up = pipe(image, "moves up", negative_prompt="moves down", seed=4, progress=False, num_frames=1,
+              guidance_scale=4.0)
+    torch.testing.assert_close(both.latents[0], left.latents[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both.latents[1], up.latents[0], atol=1e-5, rtol=1e-5)
+    empty = pipe(image, "moves left", negative_prompt="", **kw)
+    assert not torch.allclose(empty.latents, left.latents)
+    # batch=2 repeats each prompt's negative with it
+    rep = pipe(image, ["moves left"], negative_prompt=["moves right"], batch=2, **kw)
+    torch.testing.assert_close(rep.latents[0], left.latents[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="2 negative prompts for 1 prompts"):
+        pipe(image, "x", negative_prompt=["a", "b"], **kw)
+
+
 def test_pipeline_options_and_errors(model_dir, image):
     from flashi2v import InputError
 

@@ -62,11 +62,15 @@ def _add_generate(sub) -> None:
     p.set_defaults(func=cmd_generate)
 
 
+def _output_format(path: Path) -> str | None:
+    """The format ``_write`` writes ``path`` in (None: by its extension)."""
+    return "png" if path.suffix == "" else None
+
+
 def _write(frames, path: Path, fps: int) -> None:
     from .media import write_video
 
-    fmt = "png" if path.suffix == "" else None
-    write_video(frames, path, fps=fps, format=fmt)
+    write_video(frames, path, fps=fps, format=_output_format(path))
 
 
 def cmd_generate(args) -> int:
@@ -83,6 +87,10 @@ def cmd_generate(args) -> int:
         value = getattr(args, name)
         if value is not None and not Path(value).is_file():
             raise InputError(f"--{name} file not found: {value}")
+    if not batch_mode:  # an --output it cannot write is an error now, not after sampling (batch mode writes .mp4)
+        from .media import resolve_format
+
+        resolve_format(args.output, _output_format(Path(args.output)))
     if args.model is None:
         from .default_model import default_model_path
 

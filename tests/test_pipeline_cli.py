@@ -222,6 +222,22 @@ def test_cli_user_errors_are_one_line_exit_2(model_dir, image, capsys, extra, me
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("output, message", [("out.xyz", "unsupported extension '.xyz'"),
+                                             ("out.png", "is a single .png file")])
+def test_cli_bad_output_is_refused_before_sampling(model_dir, image, tmp_path, capsys, monkeypatch, output, message):
+    """An --output the writer cannot write is a one-line error before the model is even loaded (not after a long
+    sampling run), and nothing is written."""
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded for an output that cannot be written")
+
+    monkeypatch.setattr(FlashI2VPipeline, "from_pretrained", no_load)
+    rc = main(["generate", "--model", str(model_dir), "--image", str(image), "--prompt", "x", "--quiet",
+               "--output", str(tmp_path / output)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 class _nullcontext:
     def __enter__(self):
         return None

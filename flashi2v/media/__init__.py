@@ -18,6 +18,7 @@ from .video import (
     read_lines,
     read_prompt_image_pairs,
     read_video,
+    resolve_format,
     to_uint8_frames,
     write_video,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "read_lines",
     "read_prompt_image_pairs",
     "read_video",
+    "resolve_format",
     "to_model_range",
     "to_uint8_frames",
     "validate_size",

@@ -33,6 +33,7 @@ __all__ = [
     "read_lines",
     "read_prompt_image_pairs",
     "read_video",
+    "resolve_format",
     "to_uint8_frames",
     "write_video",
 ]
@@ -173,7 +174,10 @@ def _frame_iter(frames: Frames) -> Iterator[np.ndarray]:
         raise InputError("write_video got 0 frames; pass at least one frame")
 
 
-def _resolve_format(path: Path, format: Optional[str]) -> str:
+def resolve_format(path: Union[str, os.PathLike], format: Optional[str] = None) -> str:
+    """The format :func:`write_video` writes ``path`` in (``mp4``, ``gif`` or ``png`` frames), or a one-line
+    InputError for an output it cannot write; lets a caller check an output path before the work that fills it."""
+    path = Path(path)
     if format is not None:
         fmt = str(format).lower().lstrip(".")
         if fmt in ("mp4", "gif", "png"):
@@ -300,7 +304,7 @@ def write_video(
     created. Returns the final path.
     """
     path = Path(os.fspath(path)).expanduser()
-    fmt = _resolve_format(path, format)
+    fmt = resolve_format(path, format)
     fps_frac = _fps_fraction(fps)
     if crf is not None and quality is not None:
         raise InputError("give either crf or quality for the video, not both")

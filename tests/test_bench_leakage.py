@@ -113,6 +113,52 @@ def test_static_baseline_equals_metric_on_repeated_first_frame(world_clips):
     assert rev["first_frame_psnr"] < 40.0
 
 
+def test_shape_iou_measures_the_shape_not_the_place(tmp_path):
+    """Known answers: the truth keeps every shape (1), the same video shifted keeps them too (1, while the trajectory
+    error grows), objects re-rendered at half (0.7 x) their radius keep a quarter (half) of their area, and the
+    static video's rigid objects keep most of theirs. Objects of clips with a fade are left out (None)."""
+    import copy
+
+    from flashi2v.world import render, write_dataset
+
+    write_dataset(tmp_path / "w", "test", num_clips=8, seed=0, num_frames=9, height=96, width=96, fps=8, workers=1)
+    clips = load_eval_clips(tmp_path / "w")
+    settings = EvalSettings(dynamic_method="none", camera_method="none")
+
+    def scaled(f):
+        def run(cs):
+            out = []
+            for c in cs:
+                spec = copy.deepcopy({k: v for k, v in c.gt.items() if k not in ("index", "path")})
+                for o in spec["objects"]:
+                    o["radius"] = o["radius"][:1] + [r * f for r in o["radius"][1:]]
+                out.append(render(spec)[0])
+            return out
+        return run
+
+    def shifted(cs):
+        out = []
+        for c in cs:
+            v = c.frames.copy()
+            v[1:] = np.roll(v[1:], 6, axis=2)
+            out.append(v)
+        return out
+
+    truth = evaluate_model(oracle_model, clips, settings)
+    scored = [o for r in truth.records for o in r["objects"] if o.get("shape_iou") is not None]
+    assert len(scored) >= 5 and truth.summary["shape_iou"] == 1.0
+    faded = [o for c, r in zip(clips, truth.records) for o in r["objects"]
+             if o["trackable"] and c.gt["lighting"]["type"] in ("fade_in", "fade_out")]
+    assert faded and all(o["shape_iou"] is None for o in faded)
+    moved = evaluate_model(shifted, clips, settings).summary
+    assert moved["shape_iou"] == 1.0 and moved["traj_error_matched"] > 4.0
+    assert evaluate_model(scaled(0.5), clips, settings).summary["shape_iou"] == pytest.approx(0.25, abs=0.05)
+    assert evaluate_model(scaled(0.7), clips, settings).summary["shape_iou"] == pytest.approx(0.49, abs=0.05)
+    assert 0.7 < evaluate_model(static_model, clips, settings).summary["shape_iou"] < 1.0
+    with pytest.raises(InputError, match="shape_clean_iou"):
+        EvalSettings(shape_clean_iou=0.0)
+
+
 def test_per_object_tolerance_finds_recoloured_objects(world_clips):
     """A decoder shifts colours: every pixel +35 per channel (RGB distance 60.6 > the base tolerance 40). With one
     fixed tolerance the objects are lost; with the per-object tolerance (the widest that works on the ground truth)

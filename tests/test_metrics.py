@@ -26,6 +26,7 @@ from flashi2v.metrics import (
     optical_flow,
     plot_chunkwise,
     psnr,
+    shape_iou,
     ssim,
     temporal_flicker,
     top_fraction_mean,
@@ -230,6 +231,27 @@ def test_track_colour_handles_vanishing_and_search_window():
     assert np.allclose([c[0] for c in windowed], [22.5 + 2 * i for i in range(6)])
     # too few pixels -> None
     assert track_colour(v2[:1], (230, 30, 40), tol=30, min_pixels=37) == [None]
+
+
+def test_shape_iou_known_answers_and_tracked_pixels():
+    sq = np.array([(x, y) for x in range(4) for y in range(4)])  # a 4x4 square
+    assert shape_iou(sq, sq) == 1.0
+    assert shape_iou(sq + (37, -5), sq) == 1.0  # the same shape elsewhere: aligned by centroid
+    assert shape_iou(sq + (37, -5), sq, align=False) == 0.0
+    assert shape_iou(sq + (2, 0), sq, align=False) == pytest.approx(8 / 24)  # half overlap, unaligned
+    small = np.array([(x, y) for x in range(1, 3) for y in range(1, 3)])  # the 2x2 middle of the square
+    assert shape_iou(small, sq) == pytest.approx(4 / 16) and shape_iou(sq, small) == pytest.approx(4 / 16)
+    bar = np.array([(x, 0) for x in range(16)])  # 16 pixels in a row: same area, another shape
+    assert shape_iou(bar, sq) == pytest.approx(4 / 28)
+    assert math.isnan(shape_iou(None, sq)) and math.isnan(shape_iou(sq, np.zeros((0, 2))))
+    # track_colour hands out the pixels of the component it keeps (None where it finds nothing)
+    v = square_video(k=2, t=8, absent=(3,))
+    pixels = []
+    cents = track_colour(v, (230, 30, 40), tol=30, pixels=pixels)
+    assert len(pixels) == 8 and pixels[3] is None and cents[3] is None
+    assert all(len(p) == 36 for i, p in enumerate(pixels) if i != 3)  # the 6x6 square, not the stray pixels
+    assert np.allclose(pixels[1].mean(0), cents[1])
+    assert shape_iou(pixels[0], pixels[7]) == 1.0
 
 
 def test_trajectory_error_known_offset_and_direction_edge_cases():

@@ -84,6 +84,13 @@ class EvalSettings:
       ``min_gt_displacement_frac * min(H, W)`` from its first to its last visible frame; the generated object agrees
       when its own net displacement is at least ``min_displacement_frac * min(H, W)`` and at least
       ``min_displacement_ratio`` x the ground-truth displacement, and within ``max_angle_deg`` of its direction;
+    * shape: for each trackable object, the IoU of the pixels the tracker finds in the video with those it finds in
+      the ground truth, centroids aligned (:func:`flashi2v.metrics.shape_iou`), averaged over frames 1.. where
+      both are found, the ground truth's pixels are the object's true shape (IoU >= ``shape_clean_iou`` with the
+      renderer's visibility mask; this drops frames where a look-alike background joins the object's colour mask)
+      and the lighting gain is within ``shape_max_gain_change`` of the first frame's (under a fade the colour mask
+      of a video that keeps frame 0's brightness takes in the dark background): 1 for an object that keeps its
+      shape, near 0 for one smeared into a blob;
     * dynamic degree (VBench rule) with ``dynamic_method`` flow (``tvl1``, ``ilk`` or ``none`` to skip) and
       ``dynamic_fps`` (None: the clip as given);
     * camera direction, for clips whose camera pans: the content's path is the median optical flow
@@ -107,6 +114,8 @@ class EvalSettings:
     min_displacement_frac: float = 0.02
     min_displacement_ratio: float = 0.25
     max_angle_deg: float = 45.0
+    shape_clean_iou: float = 0.5
+    shape_max_gain_change: float = 0.05
     dynamic_method: str = "tvl1"
     dynamic_fps: Optional[float] = None
     camera_method: str = "tvl1"
@@ -123,6 +132,10 @@ class EvalSettings:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.track_tol_max < self.track_tol:
             raise InputError(f"track_tol_max ({self.track_tol_max}) must be >= track_tol ({self.track_tol})")
+        if not 0.0 < self.shape_clean_iou <= 1.0:
+            raise InputError(f"shape_clean_iou must be in (0, 1], got {self.shape_clean_iou}")
+        if not self.shape_max_gain_change >= 0.0:
+            raise InputError(f"shape_max_gain_change must be >= 0, got {self.shape_max_gain_change}")
 
     def track_tols(self) -> list[float]:
         """The colour tolerances tried per object, widest first."""
@@ -406,11 +419,13 @@ def _colours(obj: dict, gains: Sequence[float]) -> np.ndarray:
 
 
 def track_object(video: np.ndarray, obj: dict, gains: Sequence[float], settings: EvalSettings,
-                 start: Optional[Sequence[float]] = None, tol: Optional[float] = None) -> list:
+                 start: Optional[Sequence[float]] = None, tol: Optional[float] = None,
+                 pixels: Optional[list] = None) -> list:
     """Per-frame centroid ``(x, y)`` (ground-truth convention: pixel centres at ``j + 0.5``) or None of a world
     object in ``video`` (uint8 ``[T, H, W, 3]``), found by colour (:func:`flashi2v.metrics.track_colour` on the mask
     of pixels within ``tol`` (default ``settings.track_tol``) of any of the object's colours under the frame's gain
-    ``gains[t]`` or the first frame's gain)."""
+    ``gains[t]`` or the first frame's gain). With a list ``pixels``, the found pixels of each frame are appended
+    there (``track_colour``'s ``pixels``)."""
     from ..metrics import track_colour
 
     v = np.asarray(video)
@@ -427,7 +442,7 @@ def track_object(video: np.ndarray, obj: dict, gains: Sequence[float], settings:
         mask = np.zeros((1, h, w, 3), np.uint8)
         mask[0][d2 <= tol2] = 255
         found = track_colour(mask, (255, 255, 255), tol=1.0, min_pixels=settings.min_pixels,
-                             search_radius=radius * (1 + lost), start=prev, pixel_centre=0.5)[0]
+                             search_radius=radius * (1 + lost), start=prev, pixel_centre=0.5, pixels=pixels)[0]
         out.append(found)
         if found is None:
             lost += 1
@@ -453,12 +468,22 @@ def _tracks_well(track, gt_c, side: float, diag: float, settings: EvalSettings):
     return te, ok
 
 
+def _visibility(clip: EvalClip) -> np.ndarray:
+    """The renderer's per-pixel visible weight of each object, float32 ``[T, N, H, W]`` (cached on the clip)."""
+    if "visibility" not in clip._refs:
+        from ..world import render
+
+        spec = {k: v for k, v in clip.gt.items() if k not in ("index", "path")}
+        clip._refs["visibility"] = render(spec, return_visibility=True)[2]
+    return clip._refs["visibility"]
+
+
 def clip_reference(clip: EvalClip, settings: EvalSettings = EvalSettings()) -> list[dict]:
     """Per object of ``clip``: ground-truth centroids, whether it is trackable and with which colour tolerance (the
     widest at which tracking it works in the ground truth and, when the clip has a ``ceiling`` video (see
     :func:`attach_ceiling`), in that video too), its expected direction (ground-truth net displacement, or None)
     and the static baseline's trajectory error. Cached on the clip per settings."""
-    from ..metrics import trajectory_error
+    from ..metrics import shape_iou, trajectory_error
 
     if settings in clip._refs:
         return clip._refs[settings]
@@ -468,7 +493,7 @@ def clip_reference(clip: EvalClip, settings: EvalSettings = EvalSettings()) -> l
     gains = clip.gt.get("lighting", {}).get("gain") or [1.0] * clip.num_frames
     static = static_model([clip])[0]
     refs = []
-    for obj in clip.gt["objects"]:
+    for i, obj in enumerate(clip.gt["objects"]):
         gt_c = [None if c is None else (float(c[0]), float(c[1])) for c in obj["centroid"]]
         start = gt_c[0]
         ceiling_te = None
@@ -490,8 +515,18 @@ def clip_reference(clip: EvalClip, settings: EvalSettings = EvalSettings()) -> l
         if disp is not None and float(np.hypot(*disp)) >= settings.min_gt_displacement_frac * side:
             direction = (float(disp[0]), float(disp[1]))
         st = trajectory_error(track_object(static, obj, gains, settings, start, tol), gt_c, miss_penalty=diag)
+        gt_pixels: list = []  # the object's shape in each ground-truth frame as the tracker sees it, None where that
+        if trackable:          # is not its true shape (see EvalSettings: shape)
+            track_object(clip.frames, obj, gains, settings, start, tol, pixels=gt_pixels)
+            vis = _visibility(clip)[:, i] >= 0.5
+            for t, px in enumerate(gt_pixels):
+                true = np.stack(np.nonzero(vis[t])[::-1], 1)
+                relit = abs(float(gains[t]) / max(float(gains[0]), 1e-6) - 1.0) > settings.shape_max_gain_change
+                if px is not None and (relit or not shape_iou(px, true, align=False) >= settings.shape_clean_iou):
+                    gt_pixels[t] = None
         refs.append(dict(id=obj["id"], color=obj["color"], shape=obj["shape"], motion=obj["motion"],
-                         gt_centroids=gt_c, trackable=trackable, track_tol=tol, gt_track_error=_f(own.mean),
+                         gt_centroids=gt_c, gt_pixels=gt_pixels, trackable=trackable, track_tol=tol,
+                         gt_track_error=_f(own.mean),
                          gt_miss_rate=_f(own.miss_rate),
                          ceiling_track_error=None if ceiling_te is None else _f(ceiling_te.mean),
                          direction=direction, static_traj=st))
@@ -558,7 +593,7 @@ def evaluate_clip(video, clip: EvalClip, settings: EvalSettings = EvalSettings()
     """Every metric of one generated ``video`` (uint8 or float [0, 1], ``[T, H, W, 3]``, same shape as the clip)
     against ``clip``'s ground truth. Returns a JSON-safe dict (NaN -> None); see ``docs/leakage_benchmark.md``."""
     from ..metrics import (chunk_bounds, colour_drift, dynamic_degree, first_frame_psnr, motion_direction_agreement,
-                           mse, optical_flow, psnr, ssim, temporal_flicker, trajectory_error)
+                           mse, optical_flow, psnr, shape_iou, ssim, temporal_flicker, trajectory_error)
 
     v = _as_uint8_video(video, clip.frames.shape)
     gt = clip.frames
@@ -583,11 +618,15 @@ def evaluate_clip(video, clip: EvalClip, settings: EvalSettings = EvalSettings()
                                  trackable=ref["trackable"], track_tol=ref["track_tol"],
                                  gt_track_error=ref["gt_track_error"])
         if ref["trackable"]:
-            track = track_object(v, obj, gains, settings, ref["gt_centroids"][0], ref["track_tol"])
+            found: list = []
+            track = track_object(v, obj, gains, settings, ref["gt_centroids"][0], ref["track_tol"], pixels=found)
             te = trajectory_error(track, ref["gt_centroids"], miss_penalty=diag)
             st = ref["static_traj"]
+            # the shape it keeps: IoU with the ground truth's pixels, centroids aligned, on frames 1.. found in both
+            ious = [shape_iou(a, b) for a, b in zip(found[1:], ref["gt_pixels"][1:])]
             o.update(traj_error=_f(te.penalised), traj_error_matched=_f(te.mean), miss_rate=_f(te.miss_rate),
-                     static_traj_error=_f(st.penalised), static_traj_error_matched=_f(st.mean))
+                     static_traj_error=_f(st.penalised), static_traj_error_matched=_f(st.mean),
+                     shape_iou=_nanmean(ious))
             if ref["direction"] is not None:
                 need = max(settings.min_displacement_frac * side,
                            settings.min_displacement_ratio * math.hypot(*ref["direction"]))
@@ -673,7 +712,8 @@ def summarize(records: Sequence[dict]) -> dict:
     objs = [o for r in records for o in r["objects"]]
     tr = [o for o in objs if o["trackable"]]
     out.update(n_objects=len(objs), n_trackable=len(tr))
-    for k in ("traj_error", "traj_error_matched", "miss_rate", "static_traj_error", "static_traj_error_matched"):
+    for k in ("traj_error", "traj_error_matched", "miss_rate", "static_traj_error", "static_traj_error_matched",
+              "shape_iou"):
         out[k] = _nanmean(o.get(k) for o in tr)
     te, st = out["traj_error"], out["static_traj_error"]
     out["traj_ratio"] = te / st if te is not None and st else None
@@ -1126,7 +1166,8 @@ MAIN_COLUMNS = (
     ("first_frame_psnr", "FF-PSNR", ".2f"), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
     ("chunk_ssim_err[0]", "1-SSIM c1", ".3f"), ("chunk_ssim_err[-1]", "1-SSIM cN", ".3f"),
     ("traj_error", "traj px", ".2f"), ("static_traj_error", "static px", ".2f"), ("miss_rate", "miss", ".2f"),
-    ("direction_rate", "dir", ".2f"), ("camera_direction_rate", "cam dir", ".2f"), ("dynamic_rate", "dynamic", ".2f"),
+    ("direction_rate", "dir", ".2f"), ("camera_direction_rate", "cam dir", ".2f"), ("shape_iou", "shape IoU", ".2f"),
+    ("dynamic_rate", "dynamic", ".2f"),
     ("flicker_mae", "flicker", ".2f"), ("colour_excess", "ΔE excess", ".2f"),
 )
 #: (key, column title) of the in-domain -> OOD drop table (value = OOD - in-domain).
@@ -1211,7 +1252,9 @@ def results_markdown(report: dict) -> str:
               "FF-PSNR: first generated frame vs the input image (dB; very high = the image is copied). PSNR/SSIM: "
               "vs the ground-truth clip. 1-SSIM c1/cN: first/last temporal chunk. traj px: penalised centroid "
               "error of trackable objects (a lost object counts as the frame diagonal); static px: the same for the "
-              "static video. dir: share of moving objects whose net displacement follows the ground truth. "
+              "static video. dir: share of moving objects whose net displacement follows the ground truth. shape IoU: how "
+              "much of each trackable object's shape survives (its pixels against the ground truth's, centroids "
+              "aligned; 1 = intact). "
               "dynamic: VBench dynamic-degree rate. flicker: mean abs frame difference (0..255). ΔE excess: colour "
               "change not in the ground truth.", "", main_table(report), ""]
     k = len(next(iter(next(iter(report["results"].values())).values()))["chunk_psnr"]) if report["results"] else 0

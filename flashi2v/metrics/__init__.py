@@ -7,7 +7,7 @@ same numbers. Pure functions, no learned models. See ``docs/metrics.md`` for def
 * fidelity: :func:`mse`, :func:`psnr`, :func:`first_frame_psnr`, :func:`ssim`
 * over time: :func:`chunk_bounds`, :func:`chunkwise`, :func:`chunkwise_psnr`, :func:`chunkwise_ssim`,
   :func:`chunkwise_mse`
-* objects: :func:`track_colour`, :func:`trajectory_error`, :func:`motion_direction_agreement`
+* objects: :func:`track_colour`, :func:`trajectory_error`, :func:`motion_direction_agreement`, :func:`shape_iou`
 * motion: :func:`optical_flow`, :func:`dynamic_degree`, :func:`temporal_flicker`
 * camera: :func:`camera_shift`, :func:`camera_direction_agreement`
 * colour: :func:`colour_drift`, :func:`mean_lab`
@@ -39,6 +39,7 @@ from .tracking import (
     DirectionAgreement,
     TrajectoryError,
     motion_direction_agreement,
+    shape_iou,
     track_colour,
     trajectory_error,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "optical_flow",
     "plot_chunkwise",
     "psnr",
+    "shape_iou",
     "ssim",
     "temporal_flicker",
     "top_fraction_mean",

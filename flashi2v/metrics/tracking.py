@@ -46,6 +46,7 @@ def track_colour(
     reducer: str = "mean",
     connectivity: int = 8,
     pixel_centre: float = 0.0,
+    pixels: list | None = None,
 ) -> list[tuple[float, float] | None]:
     """Per-frame centroid ``(x, y)`` of the object of colour ``rgb`` in ``video``, or ``None`` where it is not found.
 
@@ -61,6 +62,9 @@ def track_colour(
        the one closest to the previous centroid); scattered look-alike pixels elsewhere are ignored;
     4. if it has fewer than ``min_pixels`` pixels the frame gives ``None``; otherwise its centroid is the ``mean``
        (or, with ``reducer="median"``, the per-axis median) of its pixel coordinates, plus ``pixel_centre``.
+
+    With a list ``pixels``, each frame also appends the kept component's pixels there, an int array ``[N, 2]`` of
+    ``(x, y)`` (array-index convention), or None where nothing was found (for :func:`shape_iou`).
     """
     from scipy import ndimage as ndi
 
@@ -101,6 +105,10 @@ def track_colour(
                 ys, xs = np.nonzero(labels == label)
                 red = np.mean if reducer == "mean" else np.median
                 found = (float(red(xs)), float(red(ys)))
+                if pixels is not None:
+                    pixels.append(np.stack([xs, ys], 1).astype(np.int32))
+        if found is None and pixels is not None:
+            pixels.append(None)
         if found is None:
             out.append(None)
             lost += 1
@@ -108,6 +116,27 @@ def track_colour(
             out.append((found[0] + pixel_centre, found[1] + pixel_centre))
             prev, lost = found, 0
     return out
+
+
+def shape_iou(a, b, *, align: bool = True) -> float:
+    """Intersection over union of two pixel sets (int ``[N, 2]`` arrays of ``(x, y)``, e.g. from
+    :func:`track_colour`'s ``pixels``), by default after moving ``a`` so that its centroid lands on ``b``'s (a shift
+    rounded to whole pixels): how much of an object's *shape* survives, wherever it is. 1 for the same shape
+    anywhere (up to the rounding of sub-pixel centroid offsets), 0 for no overlap; NaN when either set is empty or
+    None. ``align=False`` compares the sets where they are."""
+    if a is None or b is None:
+        return float("nan")
+    a, b = np.asarray(a, np.int64).reshape(-1, 2), np.asarray(b, np.int64).reshape(-1, 2)
+    if not len(a) or not len(b):
+        return float("nan")
+    if align:
+        a = a + np.round(b.mean(0) - a.mean(0)).astype(np.int64)
+    lo = np.minimum(a.min(0), b.min(0))
+    span = int(max(a.max(0)[0], b.max(0)[0]) - lo[0] + 1)
+    key_a = np.unique((a[:, 1] - lo[1]) * span + (a[:, 0] - lo[0]))
+    key_b = np.unique((b[:, 1] - lo[1]) * span + (b[:, 0] - lo[0]))
+    inter = len(np.intersect1d(key_a, key_b, assume_unique=True))
+    return inter / float(len(key_a) + len(key_b) - inter)
 
 
 def _as_points(points, name: str) -> np.ndarray:

@@ -1252,9 +1252,9 @@ def results_markdown(report: dict) -> str:
               "FF-PSNR: first generated frame vs the input image (dB; very high = the image is copied). PSNR/SSIM: "
               "vs the ground-truth clip. 1-SSIM c1/cN: first/last temporal chunk. traj px: penalised centroid "
               "error of trackable objects (a lost object counts as the frame diagonal); static px: the same for the "
-              "static video. dir: share of moving objects whose net displacement follows the ground truth. shape IoU: how "
-              "much of each trackable object's shape survives (its pixels against the ground truth's, centroids "
-              "aligned; 1 = intact). "
+              "static video. dir: share of moving objects whose net displacement follows the ground truth. "
+              "shape IoU: how much of each trackable object's shape survives (its pixels against the ground "
+              "truth's, centroids aligned; 1 = intact). "
               "dynamic: VBench dynamic-degree rate. flicker: mean abs frame difference (0..255). ΔE excess: colour "
               "change not in the ground truth.", "", main_table(report), ""]
     k = len(next(iter(next(iter(report["results"].values())).values()))["chunk_psnr"]) if report["results"] else 0

@@ -55,6 +55,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="DiT compute dtype")
     p.add_argument("--offload", action="store_true", help="keep text encoder and VAE on the CPU while the DiT runs")
+    p.add_argument("--vae-official-chunks", action="store_true",
+                   help="decode one latent frame at a time as the official code does, even for clips small enough "
+                        "for one pass (slower; the same video up to float rounding)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--cp", type=int, default=1, help="under torchrun: context-parallel ranks per video (default 1)")
     p.add_argument("--shard", action="store_true",
@@ -116,6 +119,8 @@ def cmd_generate(args) -> int:
     from .pipeline import FlashI2VPipeline
 
     pipe = FlashI2VPipeline.from_pretrained(model_dir, device=args.device, dtype=args.dtype, offload=args.offload)
+    if args.vae_official_chunks:
+        pipe.vae.disable_one_pass()
     if batch_mode:
         from .media.video import read_lines, read_prompt_image_pairs
 

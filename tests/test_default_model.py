@@ -262,6 +262,28 @@ def test_generate_without_model_uses_the_shipped_default(tmp_path):
     assert tuple(frames.shape) == (17, 128, 128, 3) and fps == 16
 
 
+def test_loading_the_default_model_imports_no_heavy_library():
+    """`flashi2v generate` on the default model needs neither diffusers nor transformers (the VAE network and MiniLM's
+    BERT are our own) nor torch's compiler stack (nothing random runs on the meta device): together 4-5 s of every
+    run on this CPU (benchmarks/generate_overhead.py). A fresh interpreter loads the pipeline, encodes a prompt and an
+    image and decodes a clip, then lists which of them got imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from flashi2v.pipeline import FlashI2VPipeline\n"
+        "from flashi2v.default_model import default_model_path\n"
+        "pipe = FlashI2VPipeline.from_pretrained(default_model_path())\n"
+        "pipe.text_encoder.encode(['a red square moves left'])\n"
+        "assert pipe.vae.one_pass_max_pixels > 0\n"
+        "pipe.vae.decode(pipe.vae.encode(torch.zeros(1, 3, 5, 32, 32)))\n"
+        "print(sorted(m for m in ('diffusers', 'transformers', 'torch._dynamo', 'sympy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
 def test_saved_weights_get_the_usual_file_mode(tmp_path):
     import os
 

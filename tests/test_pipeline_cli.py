@@ -172,6 +172,30 @@ def test_cli_generate_mp4(model_dir, image, tmp_path, capsys):
                  "--quiet"]) == 0 and len(list(pngs.glob("*.png"))) == 5
 
 
+def test_cli_vae_official_chunks(model_dir, image, tmp_path, monkeypatch):
+    """The pipeline decodes small clips in one pass; --vae-official-chunks decodes them in the official chunks, and
+    the two videos agree (up to float rounding before the H.264 encoder)."""
+    from flashi2v.media import read_video
+    from flashi2v.models.wan_vae import WanVAEModel
+
+    seen = []
+    decode = WanVAEModel.decode_latents
+
+    def spy(self, z, **kw):
+        seen.append(self.one_pass_max_pixels)
+        return decode(self, z, **kw)
+
+    monkeypatch.setattr(WanVAEModel, "decode_latents", spy)
+    videos = []
+    for flag in ([], ["--vae-official-chunks"]):
+        out = tmp_path / f"out{len(flag)}.mp4"
+        assert main(["generate", "--model", str(model_dir), "--image", str(image), "--prompt", "an astronaut",
+                     "--output", str(out), "--seed", "3", "--quiet", *flag]) == 0
+        videos.append(read_video(out)[0].int())
+    assert seen[0] > 0 and seen[1] == 0
+    assert (videos[0] - videos[1]).abs().max() <= 2
+
+
 def test_cli_batch_mode_and_grid(model_dir, image, tmp_path):
     from flashi2v.media import read_video
 

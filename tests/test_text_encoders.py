@@ -469,6 +469,37 @@ def test_minilm_save_load_and_limits(tmp_path, minilm):
         MiniLMTextEncoder(minilm.model, minilm.tokenizer, text_len=600)
 
 
+def _transformers_bert():
+    """transformers' BertModel on the packaged MiniLM (the reference our plain-torch BERT is checked against)."""
+    from transformers import BertModel
+
+    from flashi2v.text.minilm import minilm_package_path
+
+    return BertModel.from_pretrained(str(minilm_package_path()), add_pooling_layer=False).eval()
+
+
+def test_minilm_equals_transformers_bert_and_tokenizer(minilm):
+    """Our BERT + tokenizers-run tokenizer give transformers' token ids and, on every layer, its states bit for bit
+    (real tokens; padded rows are discarded by encode_ids), with truncation, accents, CJK, emoji and empty prompts."""
+    from transformers import AutoTokenizer
+
+    from flashi2v.text.minilm import minilm_package_path
+
+    prompts = ["A photo of a cat, with the camera panning down: a white dotted circle drops down and bounces.", "",
+               "word " * 100, "Ünïcödé café — naïve 東京 emoji 🐱!", "LEFT Right up-down, 3.5x zoom"]
+    ids, mask = minilm.tokenize(prompts)
+    ref = AutoTokenizer.from_pretrained(str(minilm_package_path()))(
+        prompts, max_length=16, padding="max_length", truncation=True, return_tensors="pt")
+    assert torch.equal(ids, ref["input_ids"]) and torch.equal(mask, ref["attention_mask"])
+    assert mask.sum(1).tolist()[:3] == [16, 2, 16]  # truncated; [CLS] [SEP] only
+    with torch.no_grad():
+        states = _transformers_bert()(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
+                                      output_hidden_states=True).hidden_states
+        real = mask.bool()
+        for layer in range(7):
+            assert torch.equal(minilm.model(ids, mask, upto=layer)[real], states[layer][real]), layer
+
+
 def test_minilm_hidden_layer_selects_a_layer_and_round_trips(tmp_path, minilm):
     """hidden_layer picks BERT's hidden state (checked against transformers' own output_hidden_states); -1 and 6 are
     the last layer; it is saved in config.json (package reference and full copy) and bad values are one-line errors.
@@ -480,8 +511,8 @@ def test_minilm_hidden_layer_selects_a_layer_and_round_trips(tmp_path, minilm):
     e5, n = l5.encode(prompts)
     ids, mask = l5.tokenize(prompts)
     with torch.no_grad():
-        ref = minilm.model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
-                           output_hidden_states=True).hidden_states
+        ref = _transformers_bert()(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
+                                   output_hidden_states=True).hidden_states
     for b, k in enumerate(n.tolist()):
         torch.testing.assert_close(e5[b, :k], ref[5][b, :k], rtol=0, atol=0)
         assert torch.count_nonzero(e5[b, k:]) == 0

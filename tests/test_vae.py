@@ -1,4 +1,4 @@
-"""Tests of flashi2v.vae.WanVAE (Wan2.1 VAE on diffusers' AutoencoderKLWan).
+"""Tests of flashi2v.vae.WanVAE (the Wan2.1 VAE; its network flashi2v.models.wan_vae checked against diffusers').
 
 Golden data is read from ../shared/golden (relative to the repo root) at test time; tests that need it are skipped
 when it is missing.
@@ -59,6 +59,20 @@ def golden_io():
     if not (VAE_DIR / "tiny_vae_io.safetensors").is_file():
         pytest.skip(f"golden VAE data not found at {VAE_DIR}")
     return load_file(str(VAE_DIR / "tiny_vae_io.safetensors"))
+
+
+def _diffusers_twin(vae: WanVAE):
+    """diffusers' AutoencoderKLWan (a test dependency) with ``vae``'s architecture and weights."""
+    from diffusers import AutoencoderKLWan
+
+    c = vae.config
+    twin = AutoencoderKLWan(base_dim=c["base_dim"], z_dim=c["z_dim"], dim_mult=list(c["dim_mult"]),
+                            num_res_blocks=c["num_res_blocks"], attn_scales=[],
+                            temperal_downsample=list(c["temperal_downsample"]), latents_mean=c["latents_mean"],
+                            latents_std=c["latents_std"], scale_factor_spatial=vae.spatial_factor,
+                            scale_factor_temporal=vae.temporal_factor)
+    twin.load_state_dict(vae.model.state_dict(), strict=True)
+    return twin.eval()
 
 
 def _assert_golden(actual: torch.Tensor, ref: torch.Tensor, name: str) -> None:
@@ -326,11 +340,66 @@ def test_official_file_round_trip_pth_and_safetensors(tmp_path, tiny_official_sd
         assert all(torch.equal(back[k], tiny_official_sd[k]) for k in back)
 
 
+def test_network_equals_diffusers_bit_for_bit():
+    """Our plain-torch network against diffusers' AutoencoderKLWan 0.42.1 (its engine before): the same random init
+    under one seed, and the same floats from encode and decode, untiled, tiled with blended seams, and sliced."""
+    from diffusers import AutoencoderKLWan
+
+    arch = dict(base_dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True))
+    stats = dict(latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    torch.manual_seed(0)
+    ours = WanVAE(**arch, **stats)
+    torch.manual_seed(0)
+    theirs = AutoencoderKLWan(**{k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}, **stats,
+                              attn_scales=[], scale_factor_spatial=4)
+    sd = theirs.state_dict()
+    assert set(sd) == set(ours.model.state_dict())
+    assert all(torch.equal(v, ours.model.state_dict()[k]) for k, v in sd.items())  # the same random init
+    with torch.no_grad():  # non-trivial norm gains and biases
+        for v in ours.model.state_dict().values():
+            v.add_(0.1 * torch.randn_like(v))
+    theirs = _diffusers_twin(ours)
+    gen = torch.Generator().manual_seed(1)
+    video = torch.rand(2, 3, 9, 32, 48, generator=gen) * 2 - 1
+    z = torch.randn(2, 4, 3, 8, 12, generator=gen)
+    for tiles in (None, (16, 16, 8, 8)):
+        if tiles:
+            ours.enable_tiling(*tiles)
+            theirs.enable_tiling(*tiles)
+        with torch.no_grad():
+            assert torch.equal(ours.encode_raw(video), theirs.encode(video).latent_dist.mean), tiles
+            assert torch.equal(ours.decode(z, normalized=False), theirs.decode(z).sample), tiles
+            assert torch.equal(ours.model.encode_moments(video), theirs._encode(video)), tiles
+    ours.disable_tiling()
+    ours.enable_slicing()
+    theirs.disable_tiling()
+    theirs.enable_slicing()
+    with torch.no_grad():
+        assert torch.equal(ours.decode(z, normalized=False), theirs.decode(z).sample)
+
+
+def test_one_pass_over_the_clip_equals_the_official_chunks():
+    """The chunked causal caches only bound memory: the whole clip through the encoder / decoder at once gives
+    the same numbers (the module docstring's description of the time axis)."""
+    torch.manual_seed(0)
+    net = WanVAE(base_dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True),
+                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4).model
+    video = torch.rand(1, 3, 13, 16, 16) * 2 - 1
+    with torch.no_grad():
+        moments = net.encode_moments(video)
+        assert moments.shape[2] == 4  # 1 + 4k frames -> 1 + k latent frames
+        torch.testing.assert_close(net.quant_conv(net.encoder(video)), moments, rtol=1e-4, atol=1e-5)
+        z = moments[:, :4]
+        frames = net.decode_latents(z, clamp=False)
+        assert frames.shape[2] == 13
+        torch.testing.assert_close(net.decoder(net.post_quant_conv(z)), frames, rtol=1e-4, atol=1e-5)
+
+
 @needs_golden
 def test_diffusers_folder_load(tmp_path, tiny_vae, golden_io):
     folder = tmp_path / "vae_diffusers"
     # diffusers' own writer: config.json + diffusion_pytorch_model.safetensors
-    tiny_vae.model.save_pretrained(str(folder))
+    _diffusers_twin(tiny_vae).save_pretrained(str(folder))
     assert (folder / "diffusion_pytorch_model.safetensors").is_file()
     vae = WanVAE.from_diffusers_folder(folder)
     _assert_same_weights(vae, tiny_vae)

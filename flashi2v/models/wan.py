@@ -39,6 +39,14 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
+def _modulation(rows: int, dim: int) -> torch.Tensor:
+    """``randn(1, rows, dim) / sqrt(dim)``, but nothing random on the meta device, where the weights are always
+    assigned from a checkpoint afterwards (there ``randn`` and ``/`` run torch's Python reference kernels, which
+    import sympy and torch._dynamo: 1-2 s of every model load)."""
+    empty = torch.empty(1, rows, dim)
+    return empty if empty.is_meta else torch.randn(1, rows, dim, device=empty.device) / dim**0.5
+
+
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32; returns float32 (the residual stream's dtype)."""
 
@@ -118,7 +126,7 @@ class WanBlock(nn.Module):
         self.cross_attn = CrossAttention(dim, num_heads, qk_norm, eps)
         self.norm2 = LayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
-        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        self.modulation = nn.Parameter(_modulation(6, dim))
 
     def reset_parameters(self) -> None:  # own parameter only; children reset themselves
         with torch.no_grad():
@@ -141,7 +149,7 @@ class Head(nn.Module):
         self.dim = dim
         self.norm = LayerNorm(dim, eps, elementwise_affine=False)
         self.head = nn.Linear(dim, out_dim * math.prod(patch_size))
-        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+        self.modulation = nn.Parameter(_modulation(2, dim))
 
     def reset_parameters(self) -> None:
         with torch.no_grad():

@@ -7,8 +7,8 @@
 
 What it does (docs/vae_training.md):
 
-* builds a :class:`~flashi2v.vae.WanVAE` of the configured (reduced) size and trains its diffusers
-  ``AutoencoderKLWan`` module directly (``requires_grad`` on, ``train()`` mode): ``WanVAE.encode``/``decode`` run
+* builds a :class:`~flashi2v.vae.WanVAE` of the configured (reduced) size and trains its network
+  (:class:`~flashi2v.models.wan_vae.WanVAEModel`) directly (``requires_grad`` on, ``train()`` mode): ``WanVAE.encode``/``decode`` run
   under ``no_grad``, so the loop calls the module's causal chunked encoder, draws the re-parameterised posterior
   sample ``z = mu + sigma * eps`` and runs the chunked decoder itself (:func:`vae_forward`; the decoder output is
   *not* clamped during training, so overshooting pixels still get a gradient);
@@ -85,11 +85,11 @@ class VAEModelConfig:
     dropout: float = 0.0
     init: str | None = None
     # Random init only: start the posterior log-variance at this value (quant_conv's log-variance rows: weight 0, bias
-    # init_logvar). diffusers' default init gives sigma ~ 1, whose noise drowns the small initial means and stalls
+    # init_logvar). The default (torch's, as in diffusers) init gives sigma ~ 1, whose noise drowns the small initial means and stalls
     # training (measured: 12 dB after 110 steps); -6 (sigma ~ 0.05) trains like a plain autoencoder from step 1.
     init_logvar: float | None = -6.0
     # Random init only: "kaiming" (He-normal conv weights, zero biases; measured to train faster and more smoothly than
-    # diffusers' default) or "default" (PyTorch's default init, as AutoencoderKLWan builds it).
+    # torch's default) or "default" (PyTorch's default init, as diffusers' AutoencoderKLWan builds it too).
     init_scheme: str = "kaiming"
     # With model.init: "keep" the folder's weights as they are, or "inflate" them (for a VAE trained on single
     # frames): every causal 3-D convolution keeps only its current-frame tap, the encoder's temporal down-sampling
@@ -241,7 +241,7 @@ class VAETrainConfig(YAMLConfig):
             raise ConfigError(f"model.temperal_downsample needs {len(m.dim_mult) - 1} flags (one per down-sampling "
                               f"step of dim_mult {list(m.dim_mult)}), got {len(m.temperal_downsample)}")
         if sum(m.temperal_downsample) > 2:
-            # diffusers' AutoencoderKLWan encodes in chunks of 1 + 4 frames: at most two temporal down-samplings
+            # the Wan VAE encodes in chunks of 1 + 4 frames: at most two temporal down-samplings
             raise ConfigError(f"model.temperal_downsample may halve time at most twice (the Wan VAE encodes chunks "
                               f"of 4 frames), got {list(m.temperal_downsample)}")
         if m.init_scheme not in ("kaiming", "default"):
@@ -433,29 +433,15 @@ def build_clip_source(cfg: VAETrainConfig, path: str | None, *, seed_offset: int
 
 
 # ===================================================================================================== model
-def _decode_unclamped(net, z: torch.Tensor) -> torch.Tensor:
-    """diffusers ``AutoencoderKLWan._decode`` (one latent frame at a time through the causal cache), without its final
-    clamp to [-1, 1] (a clamp would stop the gradient of overshooting pixels)."""
-    net.clear_cache()
-    x = net.post_quant_conv(z)
-    outs = []
-    for i in range(x.shape[2]):
-        net._conv_idx = [0]
-        outs.append(net.decoder(x[:, :, i : i + 1], feat_cache=net._feat_map, feat_idx=net._conv_idx,
-                                first_chunk=(i == 0)))
-    net.clear_cache()
-    return torch.cat(outs, 2)
-
-
 def vae_forward(net, video: torch.Tensor, *, sample: bool = True, generator: torch.Generator | None = None):
-    """Differentiable reconstruction by the diffusers ``AutoencoderKLWan`` ``net``: returns ``(recon, mu, logvar)``.
+    """Differentiable reconstruction by the VAE network ``net`` (``WanVAE.model``): returns ``(recon, mu, logvar)``.
 
     ``recon`` is not clamped; ``z = mu + exp(logvar / 2) * eps`` with ``eps`` from ``generator`` when ``sample``,
     else ``z = mu``. Same chunking and causal caches as ``WanVAE.encode``/``decode`` (no tiling).
     """
     if getattr(net, "use_tiling", False):
         raise ConfigError("VAE training does not support tiling; disable it")
-    h = net._encode(video)  # [B, 2z, T, h, w], with gradients
+    h = net.encode_moments(video)  # [B, 2z, T, h, w], with gradients
     mu, logvar = h.chunk(2, dim=1)
     logvar = logvar.clamp(-30.0, 20.0)  # as diffusers' DiagonalGaussianDistribution
     if sample:
@@ -463,7 +449,7 @@ def vae_forward(net, video: torch.Tensor, *, sample: bool = True, generator: tor
         z = mu + torch.exp(0.5 * logvar) * eps
     else:
         z = mu
-    return _decode_unclamped(net, z), mu, logvar
+    return net.decode_latents(z, clamp=False), mu, logvar
 
 
 def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
@@ -650,7 +636,7 @@ class VAETrainer:
                     vae.model.quant_conv.weight[cfg.model.z_dim :].zero_()
                     vae.model.quant_conv.bias[cfg.model.z_dim :].fill_(cfg.model.init_logvar)
         self.vae = vae.to(self.device)
-        self.net = self.vae.model  # diffusers AutoencoderKLWan
+        self.net = self.vae.model  # flashi2v.models.wan_vae.WanVAEModel
         self.net.requires_grad_(True)
         if cfg.channels_last:
             for mod in self.net.modules():

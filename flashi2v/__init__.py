@@ -23,7 +23,7 @@ from .weights import LoadReport, load_transformer, save_transformer
 
 __version__ = "0.1.0"
 
-# Heavier components (they import diffusers / transformers) load on first use: `flashi2v.WanVAE`, ...
+# Heavier components load on first use: `flashi2v.WanVAE`, ... (only umT5 imports transformers)
 _LAZY = {
     "WanVAE": "flashi2v.vae",
     "FlashI2VPipeline": "flashi2v.pipeline",

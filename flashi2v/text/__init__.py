@@ -8,7 +8,7 @@ Quick use::
     emb, lengths = enc.encode(["a cat surfing", WAN_NEGATIVE_PROMPT])   # [2, 512, 4096], [2]
     enc.save_pretrained("out/text_encoder");  enc = load_text_encoder("out/text_encoder")
 
-See ``docs/text_encoders.md``. The encoder classes are imported lazily (they pull in transformers).
+See ``docs/text_encoders.md``. The encoder classes are imported lazily (umT5 pulls in transformers).
 """
 
 from __future__ import annotations

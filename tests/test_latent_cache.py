@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -472,3 +473,35 @@ def test_training_probe_under_fsdp_matches_one_process(setup, tmp_path):
     for x, y in zip(a, b):
         for k in ("frame0", "rest", "frame0_wrong", "rest_wrong_prompt", "rest_edited_prompt"):
             assert x["rows"][0][k] == pytest.approx(y["rows"][0][k], rel=1e-5), k
+
+
+def test_vae_one_pass_cache_equals_the_chunked_one(setup, tmp_path, capsys):
+    """--vae-one-pass encodes each clip in one pass over time: the same latents up to float rounding, the same
+    captions, and a different cache identity (resuming across the switch is refused; a manifest written before the
+    switch existed resumes as chunked)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "one_pass"
+    m = encode_cache(setup["db"], setup["model"], out, vae_one_pass=True, **ARGS)
+    assert m["config"]["vae_one_pass"] is True and setup["manifest"]["config"]["vae_one_pass"] is False
+    for k in range(3):
+        a, b = load_file(str(out / shard_name(k))), load_file(str(setup["full"] / shard_name(k)))
+        assert set(a) == set(b)
+        for key in a:
+            if a[key].is_floating_point():
+                torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+            else:
+                assert torch.equal(a[key], b[key]), key
+    with pytest.raises(InputError, match="vae_one_pass: False -> True"):
+        encode_cache(setup["db"], setup["model"], setup["full"], vae_one_pass=True, **ARGS)
+    old = tmp_path / "old"
+    shutil.copytree(setup["full"], old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["config"]["vae_one_pass"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert encode_cache(setup["db"], setup["model"], old, **ARGS)["complete"]
+    argv = ["data", "encode", "--lmdb", str(setup["db"]), "--model", str(setup["model"]), "--output", str(out),
+            "--height", str(H), "--width", str(W), "--num-frames", str(NF), "--train-fps", str(FPS),
+            "--shard-size", "2", "--seed", "3", "--device", "cpu", "--vae-one-pass"]
+    assert main(argv) == 0  # the CLI flag resumes (here: finds complete) the one-pass cache
+    assert "3 shards" in capsys.readouterr().out

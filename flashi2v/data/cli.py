@@ -45,6 +45,9 @@ def add_data_parser(sub) -> None:
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     e.add_argument("--workers", type=int, default=1,
                    help="processes encoding shards in parallel (CPU; default 1); the cache is the same either way")
+    e.add_argument("--vae-one-pass", action="store_true",
+                   help="encode each clip in one pass over time instead of the official chunks (the same latents up "
+                        "to float rounding, faster; part of the cache's identity)")
     e.set_defaults(func=cmd_data_encode)
 
 
@@ -59,7 +62,8 @@ def cmd_data_encode(args) -> int:
     start = time.perf_counter()
     m = encode_cache(args.lmdb, args.model, args.output, height=args.height, width=args.width,
                      num_frames=args.num_frames, train_fps=args.train_fps, shard_size=args.shard_size, seed=args.seed,
-                     device=args.device, log=lambda msg: print(msg, flush=True), workers=args.workers)
+                     device=args.device, log=lambda msg: print(msg, flush=True), workers=args.workers,
+                     vae_one_pass=args.vae_one_pass)
     skipped = ", ".join(f"{k}: {v}" for k, v in m["skip_counts"].items()) or "none"
     print(f"wrote {args.output} ({m['num_samples']} of {m['num_source_samples']} samples in {m['num_shards']} shards; "
           f"skipped {skipped}) in {time.perf_counter() - start:.1f} s")

@@ -135,8 +135,7 @@ def encode_cache(
 
     manifest = _read_manifest(out) if out.is_dir() else None
     if manifest is not None:
-        old = manifest.get("config", {})
-        old = {**_CONFIG_DEFAULTS, **old}
+        old = {**_CONFIG_DEFAULTS, **manifest.get("config", {})}
         diff = [f"{k}: {old.get(k)!r} -> {config[k]!r}" for k in CONFIG_KEYS if old.get(k) != config[k]]
         if diff:
             raise InputError(f"{out} holds a cache written with other arguments ({'; '.join(diff)}); rerun with the "

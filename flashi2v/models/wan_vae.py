@@ -32,9 +32,6 @@ from torch import nn
 
 __all__ = ["WanVAEModel"]
 
-_TIME_PAD_STATE = 2  # frames a 3x3x3 causal convolution needs from before its chunk
-
-
 class CausalConv3d(nn.Conv3d):
     """A 3-D convolution whose temporal padding is all in front (zeros, or the previous chunk's last input frames);
     spatial padding is symmetric. ``padding`` is given as for ``nn.Conv3d`` (``(1, 1, 1)`` pads 2 frames in front)."""

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flashi2v.errors import CheckpointError
-from flashi2v.weights.io import format_key_problems, read_safetensors
+from flashi2v.weights.io import format_key_problems, read_json_object, read_safetensors
 
 __all__ = ["BertConfig", "BertEncoder", "WordPieceTokenizer"]
 
@@ -42,10 +42,7 @@ class BertConfig:
 
     @classmethod
     def from_json(cls, path: Path) -> BertConfig:
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read the model config {path}: {exc}") from exc
+        raw = read_json_object(path)
         if raw.get("model_type") != "bert":
             raise CheckpointError(f"{path.parent} holds a '{raw.get('model_type')}' model, expected 'bert'; "
                                   "point to the right folder")

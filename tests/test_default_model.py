@@ -104,6 +104,31 @@ def test_recipe_reuses_finished_stages(toy_recipe, capsys):
     assert "world: reusing" in out and "vae: reusing" in out and "base: reusing" in out
 
 
+def test_a_training_stage_that_stops_early_stops_the_recipe(toy_recipe, tmp_path, monkeypatch, capsys):
+    """dit.max_minutes: phase 0 goes on from its finished step 2 to step 4, its budget is gone after step 3, it saves
+    there and the recipe stops (no later phase or export may start from unfinished weights); the CLI exits 3."""
+    import shutil
+
+    from flashi2v.default_model import recipe as recipe_mod
+    from flashi2v.train.checkpoint import list_checkpoints
+
+    work = tmp_path / "work"
+    shutil.copytree(toy_recipe.work, work)
+    r = Recipe(work, workers=1, overrides=TOY + ["dit.max_steps=4", "dit.max_minutes=1e-6"], train_clips=4,
+               test_clips=2, frames=5, size=32)
+    with pytest.raises(recipe_mod.RecipeStopped, match="train: phase 0 at step 3: time limit"):
+        r.train()
+    assert list_checkpoints(r.phase_run(0))[0][0] == 3
+
+    def stopped(self):
+        raise recipe_mod.RecipeStopped("vae: stop signal (SIGTERM)")
+
+    monkeypatch.setattr(Recipe, "vae", stopped)
+    assert recipe_main(["--work", str(work), "--stages", "vae,base"]) == 3
+    err = capsys.readouterr().err
+    assert "recipe stopped in stage vae: stop signal (SIGTERM)" in err and "same command again" in err
+
+
 def test_recipe_gpu_profile_at_toy_size(tmp_path):
     """--profile gpu: the DiT trains on its own larger draw of the world (data/train_dit, a superset of the VAE's
     data/train) from recipe/dit_gpu.yaml; the VAE stages inflate. Run here on the CPU (dit.device=cpu) at toy size."""

@@ -284,6 +284,90 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
     assert [h["loss"] for h in tail] == [h["loss"] for h in ref[resumed_from:]]
 
 
+def test_a_stop_signal_ends_the_run_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_path, capsys):
+    """SIGTERM (a scheduler's warning) in the middle of step 3: the run finishes that step, saves step 3 although
+    checkpoint.every is 100, returns normally with its reason, restores the signal handlers, and the same command
+    resumes it exactly like an uninterrupted run."""
+    import os
+
+    from flashi2v.train.trainer import Trainer
+
+    _, ref = run(tiny_cfg(tmp_path / "ref", max_steps=6))
+    cfg = tiny_cfg(tmp_path / "stopped", max_steps=6, **{"checkpoint.every": 100, "log.every": 100})
+    before = signal.getsignal(signal.SIGTERM)
+    t = Trainer(cfg)
+    orig = t.train_step
+
+    def step(batches):
+        if t.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 3 runs
+        return orig(batches)
+
+    t.train_step = step
+    hist = t.fit()
+    assert [h["step"] for h in hist] == [1, 2, 3]
+    assert "SIGTERM" in t.stop_reason
+    assert signal.getsignal(signal.SIGTERM) is before
+    ckpts = sorted(p.name for p in (Path(cfg.output_dir) / "checkpoints").iterdir())
+    assert ckpts == ["step_000000003"]
+    lines = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [3]  # the last step is logged though log.every is 100
+    assert "stopped at step 3 of 6" in capsys.readouterr().out
+    t2, tail = run(cfg)
+    assert t2.stop_reason is None
+    assert [h["step"] for h in tail] == [4, 5, 6]
+    assert [h["loss"] for h in tail] == [h["loss"] for h in ref[3:]]
+
+
+def test_max_minutes_stops_before_the_next_step_would_pass_it(tmp_path, monkeypatch, capsys):
+    """The budget rule on a fake clock, then a real run whose budget is gone after one step (CLI: exit 0, the
+    message says where it stopped)."""
+    import flashi2v.train.stopping as stopping
+    from flashi2v.cli import main
+
+    clock = [0.0]
+    monkeypatch.setattr(stopping.time, "monotonic", lambda: clock[0])
+    stop = stopping.StopRequest(max_minutes=1.0, start=0.0)
+    reasons = []
+    with stop:
+        for now in (20.0, 35.0, 50.0):  # steps of 20, 15, 15 s: after the third, 50 + 15 > 60
+            clock[0] = now
+            reasons.append(stop.check())
+    assert reasons[:2] == [None, None] and reasons[2].startswith("time limit")
+    assert stopping.StopRequest(max_minutes=0, start=-1e9).__enter__().check() is None  # 0: no limit
+    monkeypatch.undo()
+
+    cfg = tiny_cfg(tmp_path, max_steps=5, **{"checkpoint.every": 100, "max_minutes": 1e-6})
+    y = tmp_path / "t.yaml"
+    cfg.save(y)
+    assert main(["train", "--config", str(y)]) == 0
+    out = capsys.readouterr().out
+    assert "max_minutes=1e-06" in out and "stopped early (of 5) at step 1" in out
+    from flashi2v.train.checkpoint import list_checkpoints
+
+    assert [s for s, _ in list_checkpoints(cfg.output_dir)] == [1]
+    t, tail = run(tiny_cfg(tmp_path, max_steps=5, **{"checkpoint.every": 100}))  # no budget: goes on to the end
+    assert [h["step"] for h in tail] == [2, 3, 4, 5] and t.stop_reason is None
+    with pytest.raises(ConfigError, match="max_minutes must be a number of minutes >= 0"):
+        tiny_cfg(tmp_path, max_minutes=-1)
+
+
+def test_a_second_ctrl_c_aborts_at_once():
+    import os
+
+    from flashi2v.train.stopping import StopRequest
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.check().startswith("stop signal (SIGINT)")
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # the handler runs between bytecodes, soon after the signal
+                pass
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 # ---------------------------------------------------------------------------------------------- export, LoRA
 def test_export_ema_and_raw(tmp_path):
     from flashi2v.train.export import export

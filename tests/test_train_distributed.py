@@ -90,3 +90,34 @@ def test_fsdp_checkpoint_resumes_and_exports_in_one_process(tmp_path):
     ema, _ = load_transformer(export(cfg.output_dir, tmp_path / "ema", weights="ema"))
     for n, p in ema.state_dict().items():
         torch.testing.assert_close(p, full["ema"][n], rtol=0, atol=0)
+
+
+def _train_signal_on_rank_1(rank, world, cfg_dict):
+    import os
+    import signal
+
+    from flashi2v.train.config import TrainConfig
+    from flashi2v.train.trainer import Trainer
+
+    t = Trainer(TrainConfig.from_dict(cfg_dict))
+    orig = t.train_step
+
+    def step(batches):
+        if rank == 1 and t.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # only rank 1 is told to stop, while step 2 runs
+        return orig(batches)
+
+    t.train_step = step
+    hist = t.fit()
+    return dict(steps=[h["step"] for h in hist], reason=t.stop_reason)
+
+
+def test_a_stop_signal_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    from flashi2v.train.checkpoint import list_checkpoints, verify
+
+    cfg = tiny_cfg(tmp_path / "sig", max_steps=5, **{**COMMON, "checkpoint.every": 100})
+    res = run_distributed(_train_signal_on_rank_1, 2, cfg.to_dict(), timeout_s=240)
+    assert res[0]["steps"] == res[1]["steps"] == [1, 2]
+    assert "SIGTERM" in res[1]["reason"] and "another rank" in res[0]["reason"]
+    (step, path), = list_checkpoints(cfg.output_dir)
+    assert step == 2 and verify(path) is None

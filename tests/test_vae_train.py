@@ -260,6 +260,26 @@ def test_fp16_export_and_random_source(tmp_path):
     assert vae.config["latents_std"] == res.latents_std and all(s > 0 for s in res.latents_std)
 
 
+def test_max_minutes_saves_a_checkpoint_exports_nothing_and_resumes(tmp_path, capsys):
+    from flashi2v.cli import main
+    from flashi2v.train.checkpoint import list_checkpoints
+
+    over = dict(max_steps=3, eval={"num_clips": 0}, checkpoint={"every": 5}, export={"stats_clips": 2})
+    res = train_vae(tiny_cfg(tmp_path / "r", None, max_minutes=1e-6, **over))
+    assert res.stopped.startswith("time limit") and res.vae_dir is None and len(res.history) == 1
+    assert not (tmp_path / "r" / "vae").exists() and not (tmp_path / "r" / "eval.json").exists()
+    assert [s for s, _ in list_checkpoints(tmp_path / "r")] == [1]
+    assert "stopped at step 1 of 3" in capsys.readouterr().out
+    res = train_vae(tiny_cfg(tmp_path / "r", None, **over))
+    assert res.stopped is None and [h["step"] for h in res.history] == [2, 3]
+    assert (res.vae_dir / "config.json").is_file()
+    y = tmp_path / "v.yaml"
+    tiny_cfg(tmp_path / "cli", None, max_minutes=1e-6, **over).save(y)
+    assert main(["train-vae", "--config", str(y)]) == 0
+    out = capsys.readouterr().out
+    assert "stopped at step 1 of 3" in out and "wrote" not in out
+
+
 @pytest.mark.parametrize(
     "over, match",
     [

@@ -32,7 +32,9 @@ every phase that does not set its own those data (trained from scratch that way,
 docs/default_model.md). ``--profile gpu`` (:data:`PROFILES`) is the shipped model's recipe: inflated VAE, the DiT on
 10000 clips on CUDA from ``recipe/dit_gpu.yaml``, continued from its fp16 EMA weights with
 ``recipe/dit_gpu_continue.yaml``, then with ``recipe/dit_gpu_text.yaml`` on the same clips' focused captions encoded
-by MiniLM's layer 5 (:class:`Phase`). All seeds are
+by MiniLM's layer 5 (:class:`Phase`). ``--set dit.max_minutes=N`` (or ``vae.``) gives each training run a wall-clock
+budget: a run that stops on it, or on SIGTERM / SIGUSR1 / Ctrl-C, saves a checkpoint and the recipe exits with
+status 3 before any later stage; the same command goes on from there. All seeds are
 fixed; on another machine the floating-point results differ in the last bits.
 """
 
@@ -244,6 +246,8 @@ class Recipe:
             log(f"{stage}: reusing {run / 'vae'}")
             return
         res = train_vae(self.vae_config(stage))
+        if res.stopped:
+            raise RecipeStopped(f"{stage}: {res.stopped}")
         log(f"{stage}: held-out round trip {json.dumps(res.eval)}")
 
     def base(self) -> None:
@@ -303,7 +307,10 @@ class Recipe:
                 package_model(tmp, self.phase_package(phase - 1), dtype="fp16", defaults=self.defaults)
                 shutil.rmtree(tmp)
                 log(f"train: phase {phase} starts from {self.phase_package(phase - 1)}")
-            hist = Trainer(self.dit_config(phase=phase)).fit()
+            trainer = Trainer(self.dit_config(phase=phase))
+            hist = trainer.fit()
+            if trainer.stop_reason:  # a later phase must not start from this one's unfinished weights
+                raise RecipeStopped(f"train: phase {phase} at step {trainer.step}: {trainer.stop_reason}")
             if hist:
                 log(f"train: phase {phase} ({self.profile.dit_phases[phase].config}) final loss "
                     f"{hist[-1]['loss']:.4f}")
@@ -438,6 +445,11 @@ def _evaluate_in_parallel(pipe, folder, clips, settings, gen, workers: int, devi
                            generation=PipelineModel(pipe, gen).resolved())
 
 
+class RecipeStopped(Exception):
+    """A training stage stopped before its last step (``max_minutes`` or a stop signal, see
+    :mod:`flashi2v.train.stopping`); the later stages must not run on its unfinished weights."""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m flashi2v.default_model.recipe", description=__doc__.split("\n")[0])
     p.add_argument("--work", required=True, help="working folder (data, runs, exports)")
@@ -477,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     except FlashI2VError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RecipeStopped as e:
+        print(f"recipe stopped in stage {e}; its checkpoint is saved, run the same command again to go on",
+              file=sys.stderr)
+        return 3
     return 0
 
 

@@ -37,8 +37,9 @@ def cmd_train(args) -> int:
     import os
 
     if history and int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained to step {history[-1]['step']} (last loss {history[-1]['loss']:.4f}); checkpoints in "
-              f"{cfg.output_dir}/checkpoints")
+        last = history[-1]
+        done = "trained to" if last["step"] >= cfg.max_steps else f"stopped early (of {cfg.max_steps}) at"
+        print(f"{done} step {last['step']} (last loss {last['loss']:.4f}); checkpoints in {cfg.output_dir}/checkpoints")
     return 0
 
 

@@ -141,6 +141,12 @@ class OptimConfig:
     lr_multipliers: Optional[dict] = None
 
 
+def check_minutes(value) -> None:
+    """``max_minutes`` must be a finite number >= 0 (0: no time limit)."""
+    if not _number(value) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"max_minutes must be a number of minutes >= 0 (0 = no time limit), got {value!r}")
+
+
 def lr_factor(o, max_steps: int):
     """``step -> lr multiplier`` of an optimiser section (``OptimConfig`` or the VAE trainer's): linear warm-up over
     ``o.warmup_steps``, then constant or a cosine decay to ``o.min_lr_ratio`` at ``o.decay_steps`` (0: ``max_steps``).
@@ -242,6 +248,9 @@ class TrainConfig(YAMLConfig):
     output_dir: str = "outputs/train"
     seed: int = 1024
     max_steps: int = 1000  # optimizer steps
+    # wall-clock budget of this invocation in minutes (0 = none): stop after the step that leaves no room for another
+    # one, save a checkpoint, return normally; rerun to resume (flashi2v.train.stopping, which also handles signals)
+    max_minutes: float = 0.0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads per process (0 = torch's default; 1 is fastest on a CPU shared with other jobs)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -262,6 +271,7 @@ class TrainConfig(YAMLConfig):
                 raise ConfigError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
 
         positive("max_steps", self.max_steps)
+        check_minutes(self.max_minutes)
         positive("data.batch_size", self.data.batch_size)
         positive("data.num_workers", self.data.num_workers, allow_zero=True)
         positive("optim.lr", self.optim.lr, allow_zero=True)

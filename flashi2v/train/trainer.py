@@ -32,6 +32,7 @@ from .checkpoint import (load_latest, restore_training_state, rng_state, save_ch
 from .clipping import GradClipper
 from .config import TrainConfig, lr_factor
 from .data import Batch, BatchLoader, DistributedEpochSampler, build_source, sample_seed
+from .stopping import StopRequest
 from .ema import EMA
 from .export import MODEL_CONFIG_NAME
 
@@ -159,6 +160,8 @@ def count_tokens(config: TransformerConfig, latent_shape) -> int:
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+        self._started = time.monotonic()  # max_minutes counts from here: set-up and resuming are part of the budget
+        self.stop_reason: Optional[str] = None  # why the last fit() stopped before max_steps (None: it did not)
         self._threads_before = torch.get_num_threads()  # restored when fit() returns, or here if set-up fails
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -342,18 +345,29 @@ class Trainer:
         history = []
         if self._probe is not None and self.step == 0:
             self.write_probe()
-        while self.step < cfg.max_steps:
-            stats = self.train_step(self.loader)
-            stats["step"] = self.step
-            history.append(stats)
-            if self.step % cfg.log.every == 0 or self.step == cfg.max_steps:
-                self.log_stats(stats)
-            if cfg.log.sample_every and self.step % cfg.log.sample_every == 0:
-                self.write_samples()
-            if self._probe is not None and (self.step % cfg.log.probe_every == 0 or self.step == cfg.max_steps):
-                self.write_probe()
-            if self.step % cfg.checkpoint.every == 0 or self.step == cfg.max_steps:
-                self.save()
+        self.stop_reason = None
+        stop = StopRequest(cfg.max_minutes, self._started, group_size=self.world, device=self.device)
+        with stop:
+            while self.step < cfg.max_steps:
+                stats = self.train_step(self.loader)
+                stats["step"] = self.step
+                history.append(stats)
+                reason = stop.check() if self.step < cfg.max_steps else None
+                end = self.step == cfg.max_steps or reason is not None
+                if self.step % cfg.log.every == 0 or end:
+                    self.log_stats(stats)
+                if cfg.log.sample_every and self.step % cfg.log.sample_every == 0:
+                    self.write_samples()
+                if self._probe is not None and (self.step % cfg.log.probe_every == 0 or end):
+                    self.write_probe()
+                if self.step % cfg.checkpoint.every == 0 or end:
+                    self.save()
+                if reason is not None:
+                    self.stop_reason = reason
+                    if self.is_main:
+                        print(f"stopped at step {self.step} of {cfg.max_steps}: {reason}; checkpoint saved, run the "
+                              "same command again to resume", flush=True)
+                    break
         self.loader.close()
         if self._tb is not None:
             self._tb.close()

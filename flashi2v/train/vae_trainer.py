@@ -49,7 +49,7 @@ import yaml
 
 from ..errors import ConfigError, InputError
 from ..weights.io import atomic_directory
-from .config import YAMLConfig, lr_factor
+from .config import YAMLConfig, check_minutes, lr_factor
 
 if TYPE_CHECKING:
     from ..vae import WanVAE
@@ -195,6 +195,7 @@ class VAETrainConfig(YAMLConfig):
     output_dir: str = "outputs/vae"
     seed: int = 0
     max_steps: int = 1000
+    max_minutes: float = 0.0  # wall-clock budget of this invocation (0 = none); see flashi2v.train.stopping
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads (0 = torch's default; 1 is fastest on a CPU shared with other jobs)
     channels_last: bool = True  # channels-last 3-D layout of the conv weights and batches (faster on CPU)
@@ -230,6 +231,7 @@ class VAETrainConfig(YAMLConfig):
 
         m, d, lo, o = self.model, self.data, self.loss, self.optim
         positive("max_steps", self.max_steps)
+        check_minutes(self.max_minutes)
         positive("model.base_dim", m.base_dim)
         positive("model.z_dim", m.z_dim)
         positive("model.num_res_blocks", m.num_res_blocks)
@@ -529,9 +531,10 @@ def evaluate_roundtrip(vae, clips: ClipSource, indices: list[int] | None = None,
 class VAETrainResult:
     history: list  # per-step statistics of this process's steps
     eval: dict  # held-out round-trip PSNR of the exported VAE ({} without held-out clips)
-    vae_dir: Path  # output_dir/vae
+    vae_dir: Path | None  # output_dir/vae; None when the run stopped early (no export then)
     latents_mean: list
     latents_std: list
+    stopped: str | None = None  # why the run stopped before max_steps (max_minutes, a signal); None: it did not
 
 
 def _load_fewer_temporal_downsamplings(init: "WanVAE", new: "WanVAE", cfg: "VAETrainConfig") -> "WanVAE":
@@ -598,6 +601,7 @@ class VAETrainer:
         from .ema import EMA
 
         self.cfg = cfg
+        self._started = time.monotonic()  # max_minutes counts from here
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device=cuda but no CUDA device is available; use device=cpu (or auto)")
         self.device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
@@ -860,23 +864,33 @@ class VAETrainer:
         history = []
         metrics_path = self.out / "metrics.jsonl"
         window: list = []
-        while self.step < cfg.max_steps:
-            stats = self.train_step()
-            history.append(stats)
-            window.append(stats)
-            if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step != cfg.max_steps:
-                self.last_eval = self.quick_eval()
-                stats["eval"] = self.last_eval
-                if self.last_eval:
-                    print(f"step {self.step}: held-out PSNR {self.last_eval['psnr']:.2f} dB (first frame "
-                          f"{self.last_eval['psnr_first']:.2f} dB)", flush=True)
-            if self.step % cfg.log.every == 0 or self.step == cfg.max_steps:
-                self.log_stats(window)
-                with open(metrics_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(_plain_stats(stats)) + "\n")
-                window = []
-            if self.step % cfg.checkpoint.every == 0 or self.step == cfg.max_steps:
-                self.save()
+        from .stopping import StopRequest
+
+        stopped = None
+        with StopRequest(cfg.max_minutes, self._started) as stop:
+            while self.step < cfg.max_steps:
+                stats = self.train_step()
+                history.append(stats)
+                window.append(stats)
+                stopped = stop.check() if self.step < cfg.max_steps else None
+                end = self.step == cfg.max_steps or stopped is not None
+                if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step != cfg.max_steps:
+                    self.last_eval = self.quick_eval()
+                    stats["eval"] = self.last_eval
+                    if self.last_eval:
+                        print(f"step {self.step}: held-out PSNR {self.last_eval['psnr']:.2f} dB (first frame "
+                              f"{self.last_eval['psnr_first']:.2f} dB)", flush=True)
+                if self.step % cfg.log.every == 0 or end:
+                    self.log_stats(window)
+                    with open(metrics_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(_plain_stats(stats)) + "\n")
+                    window = []
+                if self.step % cfg.checkpoint.every == 0 or end:
+                    self.save()
+                if stopped is not None:
+                    print(f"stopped at step {self.step} of {cfg.max_steps}: {stopped}; checkpoint saved, no VAE "
+                          "exported; run the same command again to resume", flush=True)
+                    return VAETrainResult(history, {}, None, [], [], stopped=stopped)
         vae, mean, std = self.export()
         result_eval = {}
         if self.eval_clips is not None:
@@ -930,6 +944,8 @@ def add_vae_parser(sub) -> Any:
 def cmd_train_vae(args) -> int:
     cfg = VAETrainConfig.from_yaml(args.config, args.overrides)
     res = train_vae(cfg)
+    if res.stopped:  # the trainer said where it stopped and how to resume
+        return 0
     msg = f"wrote {res.vae_dir}"
     if res.eval:
         msg += (f"; held-out round-trip PSNR {res.eval['psnr']:.2f} dB (first frame {res.eval['psnr_first']:.2f} dB, "

@@ -121,3 +121,36 @@ def test_a_stop_signal_on_one_rank_stops_every_rank_after_the_same_step(tmp_path
     assert "SIGTERM" in res[1]["reason"] and "another rank" in res[0]["reason"]
     (step, path), = list_checkpoints(cfg.output_dir)
     assert step == 2 and verify(path) is None
+
+
+def test_sigterm_to_torchrun_saves_every_rank_at_the_same_step(tmp_path):
+    """The scheduler's way: SIGTERM to the torchrun launcher, which forwards it to its workers (and kills them 30 s
+    later): both ranks finish the step and save one complete checkpoint, the last logged step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from flashi2v.train.checkpoint import list_checkpoints, verify
+
+    cfg = tiny_cfg(tmp_path, max_steps=100000, **{**COMMON, "device": "cpu", "checkpoint.every": 100000,
+                                                   "log.every": 1})
+    y = tmp_path / "cfg.yaml"
+    cfg.save(y)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "flashi2v.cli", "train",
+           "--config", str(y)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        assert p.poll() is None and time.monotonic() < deadline, p.stdout.read()[-3000:]
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=120)
+    stopped = [line for line in out.splitlines() if line.startswith("stopped at step")]
+    assert len(stopped) == 1 and "stop signal (SIGTERM)" in stopped[0], out[-3000:]
+    (step, path), = list_checkpoints(cfg.output_dir)
+    assert verify(path) is None and f"stopped at step {step} of 100000" in stopped[0]
+    assert json.loads(metrics.read_text().splitlines()[-1])["step"] == step

@@ -299,6 +299,7 @@ def test_config_errors(base_folder, tmp_path):
         (dict(models={"x": str(tmp_path)}), "not a model folder"),
         (dict(base=None), "--base"),
         (dict(batch_size=9), "exceeds train_clips"),
+        (dict(train_overrides=("tpu:flow.shift=1",)), "'tpu' is not a paradigm"),
     ]:
         args = dict(workdir=str(tmp_path / "w"), base=str(base_folder))
         args.update(kw)
@@ -307,3 +308,20 @@ def test_config_errors(base_folder, tmp_path):
     with pytest.raises(InputError, match="dynamic_method"):
         EvalSettings(dynamic_method="raft")
     assert GenerationSettings().negative_prompt == ""
+
+
+def test_a_train_override_can_name_its_paradigm(base_folder, tmp_path):
+    """"PARADIGM:section.key=value" reaches that paradigm's training config only, so an option that exists for one
+    paradigm (FlashI2V's fixed identity phi) can be benchmarked against the others in one run."""
+    from flashi2v.bench.leakage import _Stages
+
+    cfg = LeakageConfig.quick(workdir=str(tmp_path / "w"), base=str(base_folder), train_overrides=(
+        "flow.shift=2.0", "flashi2v:model.condition_init=identity", "flashi2v:model.freeze=[learnable_proj]",
+        "i2v-concat-noise:optim.lr=5e-4"))
+    cfg.validate()
+    st = _Stages(cfg, log=lambda m: None)
+    f, m, n = (st.train_config(p, tmp_path) for p in PARADIGMS)
+    assert f.flow.shift == m.flow.shift == n.flow.shift == 2.0
+    assert f.model.condition_init == "identity" and f.model.freeze == ["learnable_proj"] and f.optim.lr == cfg.lr
+    assert m.model.condition_init == n.model.condition_init == "zero" and not m.model.freeze
+    assert n.optim.lr == 5e-4 and m.optim.lr == cfg.lr

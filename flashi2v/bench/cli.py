@@ -68,8 +68,9 @@ def register(subparsers):
     t.add_argument("--freq-dim", type=int, help=f"time embedding size (default {DEFAULT_ARCH['freq_dim']})")
     t.add_argument("--arch", nargs="+", default=[], metavar="KEY=VALUE", help="other TransformerConfig fields "
                    "(text_len and text_dim default to the base text encoder's)")
-    t.add_argument("--train-override", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
-                   help="extra TrainConfig overrides, e.g. flow.shift=1.0 clip.mode=none")
+    t.add_argument("--train-override", nargs="+", default=[], metavar="[PARADIGM:]SECTION.KEY=VALUE",
+                   help="extra TrainConfig overrides for every paradigm, e.g. flow.shift=1.0 clip.mode=none, or for "
+                        "one, e.g. flashi2v:model.condition_init=identity 'flashi2v:model.freeze=[learnable_proj]'")
     e = p.add_argument_group("evaluation")
     e.add_argument("--sample-steps", type=int, help="sampling steps (default 20)")
     e.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model folder's)")

@@ -158,6 +158,16 @@ class GenerationSettings:
     anchor_first_frame: Optional[bool] = None  # None: the folder's default (off)
 
 
+def split_override(text: str) -> tuple[Optional[str], str]:
+    """("flashi2v", "model.condition_init=identity") for "flashi2v:model.condition_init=identity", (None, text) for
+    an override without a paradigm (a ':' after the '=' is part of the value)."""
+    key = text.split("=", 1)[0]
+    if ":" in key:
+        target, rest = text.split(":", 1)
+        return target.strip(), rest
+    return None, text
+
+
 @dataclass
 class LeakageConfig:
     """Everything :func:`run_leakage` needs. ``base``: model folder whose VAE and text encoder are used for the
@@ -192,7 +202,9 @@ class LeakageConfig:
     weights: str = "ema"  # exported weights: ema | raw
     checkpoint_every: Optional[int] = None  # None: min(steps, 500)
     architecture: dict = field(default_factory=lambda: dict(DEFAULT_ARCH))  # TransformerConfig fields
-    train_overrides: tuple = ()  # extra TrainConfig overrides "section.key=value"
+    # extra TrainConfig overrides "section.key=value" for every paradigm, or "PARADIGM:section.key=value" for one
+    # (e.g. "flashi2v:model.condition_init=identity": an option of one paradigm only)
+    train_overrides: tuple = ()
     # evaluation
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     settings: EvalSettings = field(default_factory=EvalSettings)
@@ -238,6 +250,11 @@ class LeakageConfig:
         for p in self.paradigms:
             if p not in MODEL_TYPES or p == "t2v":
                 raise InputError(f"unknown paradigm {p!r}; choose from {', '.join(PARADIGMS)}")
+        for o in self.train_overrides:
+            target = split_override(o)[0]
+            if target is not None and target not in PARADIGMS:
+                raise InputError(f"train override {o!r}: {target!r} is not a paradigm; write PARADIGM:section.key="
+                                 f"value with one of {', '.join(PARADIGMS)}, or section.key=value for all")
         for r in self.references:
             if r not in REFERENCES:
                 raise InputError(f"unknown reference {r!r}; choose from {', '.join(REFERENCES)}")
@@ -924,7 +941,8 @@ class _Stages:
             checkpoint=dict(every=c.checkpoint_every or min(steps, 500), keep_last=2, resume=True),
             log=dict(every=max(1, steps // 20), tensorboard=False),
         )
-        return TrainConfig.from_dict(d, list(c.train_overrides))
+        mine = [o for target, o in map(split_override, c.train_overrides) if target in (None, paradigm)]
+        return TrainConfig.from_dict(d, mine)
 
     @staticmethod
     def _identity(d: dict) -> dict:

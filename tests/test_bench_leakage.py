@@ -288,6 +288,14 @@ def test_smoke_benchmark_trains_evaluates_reports_and_resumes(base_folder, tmp_p
     with pytest.raises(InputError, match="other settings"):
         run_leakage(changed)
 
+    # --vae-one-pass: part of the latent cache's identity (an existing chunked cache is not silently reused)
+    args = parser.parse_args(["bench", "leakage", "--quick", "--base", str(base_folder), "--workdir",
+                              str(tmp_path / "work"), "--train-clips", "4", "--vae-one-pass"])
+    one_pass = config_from_args(args)
+    assert one_pass.vae_one_pass and not cfg.vae_one_pass
+    with pytest.raises(InputError, match="vae_one_pass: False -> True"):
+        run_leakage(one_pass)
+
 
 def test_config_errors(base_folder, tmp_path):
     for kw, msg in [

@@ -20,6 +20,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -64,11 +65,9 @@ def main() -> None:
 
     vae = WanVAE.from_pretrained(default_model_path() / "vae", dtype=torch.float32)
     c = vae.config
-    twin = AutoencoderKLWan(base_dim=c["base_dim"], z_dim=c["z_dim"], dim_mult=list(c["dim_mult"]),
-                            num_res_blocks=c["num_res_blocks"], attn_scales=[],
-                            temperal_downsample=list(c["temperal_downsample"]), latents_mean=c["latents_mean"],
-                            latents_std=c["latents_std"], scale_factor_spatial=vae.spatial_factor).eval()
-    twin.load_state_dict(vae.model.state_dict())
+    with tempfile.TemporaryDirectory() as folder:  # the same VAE as a diffusers folder, loaded by diffusers
+        vae.save_diffusers_folder(folder)
+        twin = AutoencoderKLWan.from_pretrained(folder).eval()
     z = torch.randn(1, c["z_dim"], 9, 32, 32, generator=torch.Generator().manual_seed(0))
     net = vae.model
     base, ours, chunks = [], [], []

@@ -714,6 +714,28 @@ class WanVAE(nn.Module):
         tmp_c.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp_c, folder / CONFIG_NAME)
 
+    def save_diffusers_folder(self, folder: str | os.PathLike) -> None:
+        """Write a diffusers ``AutoencoderKLWan`` folder (``config.json`` + ``diffusion_pytorch_model.safetensors``)
+        that ``AutoencoderKLWan.from_pretrained(folder)`` loads as this VAE: the same parameter names and dtype, the
+        latent mean/std and the scale factors in its config (diffusers is not needed to write it). The inverse of
+        :meth:`from_diffusers_folder`; e.g. to use a VAE trained with ``flashi2v train-vae`` in diffusers."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        c = self.config
+        cfg = {"_class_name": "AutoencoderKLWan", **{k: c[k] for k in _ARCH_KEYS},
+               "dim_mult": list(c["dim_mult"]), "attn_scales": list(c["attn_scales"]),
+               "temperal_downsample": list(c["temperal_downsample"]),
+               "scale_factor_spatial": self.spatial_factor, "scale_factor_temporal": self.temporal_factor}
+        sd = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        tmp_w = folder / (DIFFUSERS_WEIGHTS_NAME + ".tmp")
+        save_file(sd, str(tmp_w), metadata={"format": "pt"})
+        os.replace(tmp_w, folder / DIFFUSERS_WEIGHTS_NAME)
+        tmp_c = folder / (CONFIG_NAME + ".tmp")
+        tmp_c.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp_c, folder / CONFIG_NAME)
+
     @classmethod
     def from_pretrained(
         cls,

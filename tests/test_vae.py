@@ -61,17 +61,15 @@ def golden_io():
     return load_file(str(VAE_DIR / "tiny_vae_io.safetensors"))
 
 
-def _diffusers_twin(vae: WanVAE):
-    """diffusers' AutoencoderKLWan (a test dependency) with ``vae``'s architecture and weights."""
+def _diffusers_twin(vae: WanVAE, folder):
+    """diffusers' AutoencoderKLWan (a test dependency) loaded from ``vae.save_diffusers_folder(folder)``."""
     from diffusers import AutoencoderKLWan
 
-    c = vae.config
-    twin = AutoencoderKLWan(base_dim=c["base_dim"], z_dim=c["z_dim"], dim_mult=list(c["dim_mult"]),
-                            num_res_blocks=c["num_res_blocks"], attn_scales=[],
-                            temperal_downsample=list(c["temperal_downsample"]), latents_mean=c["latents_mean"],
-                            latents_std=c["latents_std"], scale_factor_spatial=vae.spatial_factor,
-                            scale_factor_temporal=vae.temporal_factor)
-    twin.load_state_dict(vae.model.state_dict(), strict=True)
+    vae.save_diffusers_folder(folder)
+    twin = AutoencoderKLWan.from_pretrained(folder)
+    assert twin.config.scale_factor_spatial == vae.spatial_factor
+    assert twin.config.scale_factor_temporal == vae.temporal_factor
+    assert list(twin.config.latents_std) == vae.config["latents_std"]
     return twin.eval()
 
 
@@ -340,7 +338,7 @@ def test_official_file_round_trip_pth_and_safetensors(tmp_path, tiny_official_sd
         assert all(torch.equal(back[k], tiny_official_sd[k]) for k in back)
 
 
-def test_network_equals_diffusers_bit_for_bit():
+def test_network_equals_diffusers_bit_for_bit(tmp_path):
     """Our plain-torch network against diffusers' AutoencoderKLWan 0.42.1 (its engine before): the same random init
     under one seed, and the same floats from encode and decode, untiled, tiled with blended seams, and sliced."""
     from diffusers import AutoencoderKLWan
@@ -358,7 +356,7 @@ def test_network_equals_diffusers_bit_for_bit():
     with torch.no_grad():  # non-trivial norm gains and biases
         for v in ours.model.state_dict().values():
             v.add_(0.1 * torch.randn_like(v))
-    theirs = _diffusers_twin(ours)
+    theirs = _diffusers_twin(ours, tmp_path / "diffusers")  # our diffusers folder, loaded by diffusers
     gen = torch.Generator().manual_seed(1)
     video = torch.rand(2, 3, 9, 32, 48, generator=gen) * 2 - 1
     z = torch.randn(2, 4, 3, 8, 12, generator=gen)
@@ -398,8 +396,9 @@ def test_one_pass_over_the_clip_equals_the_official_chunks():
 @needs_golden
 def test_diffusers_folder_load(tmp_path, tiny_vae, golden_io):
     folder = tmp_path / "vae_diffusers"
-    # diffusers' own writer: config.json + diffusion_pytorch_model.safetensors
-    _diffusers_twin(tiny_vae).save_pretrained(str(folder))
+    # diffusers' own writer (config.json + diffusion_pytorch_model.safetensors) of the VAE it loaded from ours
+    _diffusers_twin(tiny_vae, tmp_path / "ours").save_pretrained(str(folder))
+    _assert_same_weights(WanVAE.from_diffusers_folder(tmp_path / "ours"), tiny_vae)  # our writer round-trips too
     assert (folder / "diffusion_pytorch_model.safetensors").is_file()
     vae = WanVAE.from_diffusers_folder(folder)
     _assert_same_weights(vae, tiny_vae)

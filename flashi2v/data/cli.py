@@ -1,4 +1,5 @@
-"""``flashi2v data filter``: filter meta JSON annotations into an LMDB (official ``filter_data.py``).
+"""``flashi2v data index | filter | encode``: videos with captions -> meta JSON (:mod:`.index`) -> filtered LMDB
+(official ``filter_data.py``) -> latent cache.
 
 Hook into :mod:`flashi2v.cli` with ``add_data_parser(sub)``; user mistakes raise :class:`~flashi2v.errors.FlashI2VError`
 subclasses, which the main CLI prints as one line (exit status 2).
@@ -12,12 +13,31 @@ import time
 
 def add_data_parser(sub) -> None:
     """Add ``data`` (with its ``filter`` subcommand) to the subparsers ``sub`` of the main parser."""
-    p = sub.add_parser("data", help="training data tools (filter meta JSON into an LMDB)", description=(
-        "Training data tools. `data filter` applies the official FlashI2V filter rules to the samples of an "
+    p = sub.add_parser("data", help="training data tools (index videos, filter meta JSON into an LMDB, encode)",
+                       description=(
+        "Training data tools. `data index` turns a folder of videos with captions into a meta JSON and a filter "
+        "config; `data filter` applies the official FlashI2V filter rules to the samples of an "
         "annotation file and writes the survivors to an LMDB readable by the training dataset; `data encode` "
         "precomputes VAE latents, first-frame latents and text embeddings of such an LMDB into resumable shards."))
     p.set_defaults(func=lambda args: _print_help(p))
     data_sub = p.add_subparsers(dest="data_command")
+    i = data_sub.add_parser("index", help="a folder of videos with captions -> meta JSON + filter config",
+                            description=(
+        "Find the video files under VIDEOS (recursively), pair each with its caption(s) (a .txt beside it with the "
+        "same stem, one caption per line; or --captions), probe size, fps and frame count with PyAV, and write "
+        "OUTPUT/meta.json, OUTPUT/annotations.txt and OUTPUT/filter.yaml sized for the training clips: the input of "
+        "`flashi2v data filter --config OUTPUT/filter.yaml`. Videos without a caption or that cannot be read are "
+        "left out and counted."))
+    i.add_argument("videos", help="folder holding the video files (.mp4 .mov .mkv .webm .avi .m4v)")
+    i.add_argument("--output", required=True, help="dataset folder to write (new or empty)")
+    i.add_argument("--captions", help="CSV with path,caption columns (paths relative to VIDEOS; one row per caption) "
+                                      "or a JSON object {path: caption or [captions]}; default: sidecar .txt files")
+    i.add_argument("--height", type=int, default=480, help="training clip height (default 480)")
+    i.add_argument("--width", type=int, default=832, help="training clip width (default 832)")
+    i.add_argument("--num-frames", type=int, default=49, help="training clip frames, 1 + 4k (default 49)")
+    i.add_argument("--train-fps", type=float, default=16.0, help="frame rate clips are resampled to (default 16)")
+    i.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    i.set_defaults(func=cmd_data_index)
     f = data_sub.add_parser("filter", help="filter annotations into filtered_samples_{N}.lmdb", description=(
         "Read the `root_dir,meta.json` lines of the config's ann_txt_path, drop samples by the official rules "
         "(caption, resolution, aspect ratio, size, length, fps, motion, frame count), probe missing resolution/"
@@ -54,6 +74,16 @@ def add_data_parser(sub) -> None:
 def _print_help(parser) -> int:
     parser.print_help(sys.stderr)
     return 2
+
+
+def cmd_data_index(args) -> int:
+    from .index import index_videos
+
+    res = index_videos(args.videos, args.output, captions=args.captions, height=args.height, width=args.width,
+                       num_frames=args.num_frames, train_fps=args.train_fps, overwrite=args.overwrite)
+    print(res.summary())
+    print(f"next: flashi2v data filter --config {res.folder / 'filter.yaml'} --output {res.folder / 'filtered'}")
+    return 0
 
 
 def cmd_data_encode(args) -> int:

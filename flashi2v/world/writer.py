@@ -111,17 +111,6 @@ def _ground_truth_text(header: dict, clips: list) -> str:
     return head[:-2] + ',\n "clips": [\n' + body + "\n]}\n"
 
 
-def _filter_yaml(ann: Path, T: int, H: int, W: int, fps: float) -> str:
-    r = H / W
-    return (
-        "# `flashi2v data filter` config sized for this world dataset:\n"
-        "#   flashi2v data filter --config filter.yaml --output OUT_DIR\n"
-        f"ann_txt_path: {json.dumps(str(ann))}\n"
-        f"sample_height: {H}\nsample_width: {W}\nsample_num_frames: {T}\ntrain_fps: {fps:g}\n"
-        f"min_hxw: {H * W}\nmin_h_div_w_ratio: {min(0.4, r):g}\nmax_h_div_w_ratio: {max(1.2, r):g}\n"
-    )
-
-
 def write_dataset(out_dir: Union[str, os.PathLike], split: str = "train", num_clips: int = 100, seed: int = 0, *,
                   num_frames: int = 17, height: int = 128, width: int = 128, fps: float = 16, workers: int = 1,
                   num_captions: int = 1, focused_captions: bool = False, crf: Optional[int] = None,
@@ -204,8 +193,10 @@ def write_dataset(out_dir: Union[str, os.PathLike], split: str = "train", num_cl
                            "angle in degrees (clockwise camera roll positive)",
         }
         (tmp / "ground_truth.json").write_text(_ground_truth_text(header, clips), encoding="utf-8")
-        (tmp / "filter.yaml").write_text(_filter_yaml(final / "annotations.txt", num_frames, height, width, fps),
-                                         encoding="utf-8")
+        from ..data.index import filter_yaml
+
+        (tmp / "filter.yaml").write_text(filter_yaml(final / "annotations.txt", num_frames, height, width, fps,
+                                                     "this world dataset"), encoding="utf-8")
         replace_path(tmp, final)
     except BaseException:
         remove_path(tmp)

@@ -366,6 +366,14 @@ def test_a_second_ctrl_c_aborts_at_once():
             for _ in range(100):  # the handler runs between bytecodes, soon after the signal
                 pass
     assert signal.getsignal(signal.SIGINT) is before
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job: an ignored signal stays ignored
+    try:
+        with StopRequest() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.check() is None
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 # ---------------------------------------------------------------------------------------------- export, LoRA

@@ -6,7 +6,8 @@ A run stops after the current optimizer step, saves a checkpoint there and retur
   the last one (its logging, probes and saves included), so the run ends inside its budget; the final checkpoint's
   save comes on top;
 - the process gets SIGTERM or SIGUSR1 (what batch schedulers send before they kill a job, e.g. SLURM's
-  ``--signal=USR1@120``) or a first Ctrl-C (SIGINT); a second Ctrl-C aborts at once, as usual.
+  ``--signal=USR1@120``) or a first Ctrl-C (SIGINT); a second Ctrl-C aborts at once, as usual. A signal the process
+  ignores (SIGINT in a background job of a script) stays ignored.
 
 Running the same command again resumes from that checkpoint exactly, as from any other. With several processes every
 step all-reduces the request (its maximum), so all ranks stop after the same step and enter the checkpoint's
@@ -50,7 +51,7 @@ class StopRequest:
             return self
         for name in STOP_SIGNALS:
             sig = getattr(signal, name, None)
-            if sig is not None:
+            if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. SIGINT of a background job
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 

@@ -139,8 +139,8 @@ def test_sigterm_to_torchrun_saves_every_rank_at_the_same_step(tmp_path):
     y = tmp_path / "cfg.yaml"
     cfg.save(y)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "flashi2v.cli", "train",
-           "--config", str(y)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",  # a free port
+           "-m", "flashi2v.cli", "train", "--config", str(y)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.monotonic() + 180

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from flashi2v.errors import CheckpointError, ConfigError, InputError
-from flashi2v.weights.io import format_key_problems, read_json_object, read_safetensors, short_list
+from flashi2v.weights.io import (atomic_write_text, format_key_problems, read_json_object, read_safetensors,
+                                save_safetensors, short_list)
 
 __all__ = [
     "WAN21_LATENTS_MEAN",
@@ -698,43 +699,33 @@ class WanVAE(nn.Module):
             )
         return vae._assign_diffusers_state_dict(sd, source=source, dtype=dtype, device=device)
 
+    def _write_folder(self, folder: str | os.PathLike, cfg: dict, weights_name: str, metadata: dict) -> None:
+        """``folder/weights_name`` (the weights in diffusers naming, stored dtype unchanged) and ``folder/config.json``,
+        each written beside itself and renamed into place."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp_w = folder / (weights_name + ".tmp")
+        save_safetensors(self.model.state_dict(), tmp_w, metadata=metadata)
+        os.replace(tmp_w, folder / weights_name)
+        atomic_write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2) + "\n")
+
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write our model-folder component: ``config.json`` (format tag + architecture arguments, including the
         latent mean/std) and ``model.safetensors`` (the weights in diffusers naming, stored dtype unchanged)."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         cfg = {"_class_name": FORMAT_TAG, "_format_version": FORMAT_VERSION, **self.config}
-        sd = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        tmp_w = folder / (WEIGHTS_NAME + ".tmp")
-        save_file(sd, str(tmp_w), metadata={"format": "pt", "flashi2v": FORMAT_TAG})
-        os.replace(tmp_w, folder / WEIGHTS_NAME)
-        tmp_c = folder / (CONFIG_NAME + ".tmp")
-        tmp_c.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp_c, folder / CONFIG_NAME)
+        self._write_folder(folder, cfg, WEIGHTS_NAME, {"format": "pt", "flashi2v": FORMAT_TAG})
 
     def save_diffusers_folder(self, folder: str | os.PathLike) -> None:
         """Write a diffusers ``AutoencoderKLWan`` folder (``config.json`` + ``diffusion_pytorch_model.safetensors``)
         that ``AutoencoderKLWan.from_pretrained(folder)`` loads as this VAE: the same parameter names and dtype, the
         latent mean/std and the scale factors in its config (diffusers is not needed to write it). The inverse of
         :meth:`from_diffusers_folder`; e.g. to use a VAE trained with ``flashi2v train-vae`` in diffusers."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         c = self.config
         cfg = {"_class_name": "AutoencoderKLWan", **{k: c[k] for k in _ARCH_KEYS},
                "dim_mult": list(c["dim_mult"]), "attn_scales": list(c["attn_scales"]),
                "temperal_downsample": list(c["temperal_downsample"]),
                "scale_factor_spatial": self.spatial_factor, "scale_factor_temporal": self.temporal_factor}
-        sd = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        tmp_w = folder / (DIFFUSERS_WEIGHTS_NAME + ".tmp")
-        save_file(sd, str(tmp_w), metadata={"format": "pt"})
-        os.replace(tmp_w, folder / DIFFUSERS_WEIGHTS_NAME)
-        tmp_c = folder / (CONFIG_NAME + ".tmp")
-        tmp_c.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp_c, folder / CONFIG_NAME)
+        self._write_folder(folder, cfg, DIFFUSERS_WEIGHTS_NAME, {"format": "pt"})
 
     @classmethod
     def from_pretrained(

@@ -53,7 +53,8 @@ def test_index_pairs_sidecar_captions_probes_and_lists_what_it_left_out(videos, 
     assert b["num_frames"] == 25
     ann = (tmp_path / "ds" / "annotations.txt").read_text().strip()
     assert ann == f"{videos},{tmp_path / 'ds' / 'meta.json'}"
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the temporary folder was renamed
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # the temporary folder was renamed
+    assert (tmp_path / "ds").stat().st_mode & 0o777 != 0o700  # the usual mode, not a private temporary one
 
     # the filter reads it as it is and keeps both clips (25 frames at 16 fps hold a 17-frame window too)
     from flashi2v.data import LMDBReader
@@ -86,6 +87,7 @@ def test_captions_from_a_csv_or_a_json_object(videos, tmp_path):
     ("frames", "1 \\+ 4k"),
     ("inside", "inside the video folder"),
     ("not_empty", "exists and is not empty"),
+    ("file", "is a file"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(videos, tmp_path, case, match):
     kw = dict(videos=videos, output=tmp_path / "ds")
@@ -107,6 +109,9 @@ def test_bad_input_is_one_line_and_writes_nothing(videos, tmp_path, case, match)
         kw["num_frames"] = 16
     elif case == "inside":
         kw["output"] = videos / "dataset"
+    elif case == "file":
+        (tmp_path / "ds").write_text("mine")
+        kw["overwrite"] = True
     elif case == "not_empty":
         (tmp_path / "ds").mkdir()
         (tmp_path / "ds" / "keep.txt").write_text("mine")
@@ -115,6 +120,8 @@ def test_bad_input_is_one_line_and_writes_nothing(videos, tmp_path, case, match)
     assert "\n" not in str(e.value)
     if case == "not_empty":
         assert (tmp_path / "ds" / "keep.txt").read_text() == "mine"
+    elif case == "file":
+        assert (tmp_path / "ds").read_text() == "mine"
     else:
         assert not (tmp_path / "ds").exists()
 

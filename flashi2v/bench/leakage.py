@@ -891,14 +891,14 @@ class _Stages:
         return lmdb
 
     def cache(self, lmdb: Path) -> Path:
-        from ..data.latent_cache import _CONFIG_DEFAULTS as _CACHE_DEFAULTS, encode_cache
+        from ..data.latent_cache import encode_cache, manifest_config
 
         c = self.cfg
         out = self.work / "data" / "latents"
         man = _read_json(out / "manifest.json") if (out / "manifest.json").is_file() else None
         want = dict(lmdb=str(lmdb.resolve()), model=str(Path(c.base).resolve()), height=c.height, width=c.width,
                     num_frames=c.num_frames, train_fps=float(c.fps), seed=c.data_seed, vae_one_pass=c.vae_one_pass)
-        have = {**_CACHE_DEFAULTS, **(man or {}).get("config", {})}  # caches older than a key: its default
+        have = manifest_config(man) if man else {}
         if man and man.get("complete") and all(have.get(k) == v for k, v in want.items()):
             self.reused.append("latent cache")
             return out

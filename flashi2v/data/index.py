@@ -22,13 +22,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
 from ..errors import InputError
+from ..weights.io import atomic_directory
 from .meta import ProbeError, VideoInfo, probe_video
 
 PathLike = Union[str, os.PathLike]
@@ -128,7 +127,9 @@ def index_videos(videos: PathLike, output: PathLike, *, captions: Optional[PathL
         raise InputError(f"--output {out} has a comma in its path, which an annotation line cannot hold; rename it")
     if out == root or root in out.parents:
         raise InputError(f"--output {out} is inside the video folder; write the dataset folder elsewhere")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--output {out} is a file; pass a folder for the dataset")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} exists and is not empty; pass another --output or --overwrite")
     table = read_captions(Path(captions).expanduser()) if captions is not None else None
 
@@ -164,17 +165,9 @@ def index_videos(videos: PathLike, output: PathLike, *, captions: Optional[PathL
         raise InputError(f"nothing to index under {root}: {result.summary().split('; ', 1)[-1]}; give each video a "
                          "caption (a .txt beside it, or --captions)")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_directory(out, overwrite=True) as tmp:  # emptiness (or --overwrite) was checked above
         (tmp / "meta.json").write_text(json.dumps(metas, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "annotations.txt").write_text(f"{root},{out / 'meta.json'}\n", encoding="utf-8")
         (tmp / "filter.yaml").write_text(filter_yaml(out / "annotations.txt", num_frames, height, width, train_fps,
                                                      f"the videos of {root}"), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result

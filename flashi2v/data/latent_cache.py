@@ -53,6 +53,12 @@ CONFIG_KEYS = ("lmdb", "model", "height", "width", "num_frames", "train_fps", "s
 _CONFIG_DEFAULTS = {"vae_one_pass": False}  # for manifests written before the key existed
 
 
+def manifest_config(manifest: dict) -> dict:
+    """The arguments a cache was written with (its manifest's ``config``), keys added since filled with the
+    defaults those caches were written under."""
+    return {**_CONFIG_DEFAULTS, **manifest.get("config", {})}
+
+
 def shard_name(k: int) -> str:
     return f"shard_{k:06d}.safetensors"
 
@@ -135,7 +141,7 @@ def encode_cache(
 
     manifest = _read_manifest(out) if out.is_dir() else None
     if manifest is not None:
-        old = {**_CONFIG_DEFAULTS, **manifest.get("config", {})}
+        old = manifest_config(manifest)
         diff = [f"{k}: {old.get(k)!r} -> {config[k]!r}" for k in CONFIG_KEYS if old.get(k) != config[k]]
         if diff:
             raise InputError(f"{out} holds a cache written with other arguments ({'; '.join(diff)}); rerun with the "

@@ -32,9 +32,9 @@ from .checkpoint import (load_latest, restore_training_state, rng_state, save_ch
 from .clipping import GradClipper
 from .config import TrainConfig, lr_factor
 from .data import Batch, BatchLoader, DistributedEpochSampler, build_source, sample_seed
-from .stopping import StopRequest
 from .ema import EMA
 from .export import MODEL_CONFIG_NAME
+from .stopping import StopRequest
 
 log = logging.getLogger("flashi2v.train")
 

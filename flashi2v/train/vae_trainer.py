@@ -50,6 +50,7 @@ import yaml
 from ..errors import ConfigError, InputError
 from ..weights.io import atomic_directory
 from .config import YAMLConfig, check_minutes, lr_factor
+from .stopping import StopRequest
 
 if TYPE_CHECKING:
     from ..vae import WanVAE
@@ -864,8 +865,6 @@ class VAETrainer:
         history = []
         metrics_path = self.out / "metrics.jsonl"
         window: list = []
-        from .stopping import StopRequest
-
         stopped = None
         with StopRequest(cfg.max_minutes, self._started) as stop:
             while self.step < cfg.max_steps:

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from flashi2v.errors import CheckpointError, ConfigError, InputError
-from flashi2v.weights.io import (atomic_write_text, format_key_problems, read_json_object, read_safetensors,
-                                save_safetensors, short_list)
+from flashi2v.weights.io import (atomic_save_safetensors, atomic_write_text, format_key_problems, read_json_object,
+                                read_safetensors, short_list)
 
 __all__ = [
     "WAN21_LATENTS_MEAN",
@@ -704,9 +704,7 @@ class WanVAE(nn.Module):
         each written beside itself and renamed into place."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp_w = folder / (weights_name + ".tmp")
-        save_safetensors(self.model.state_dict(), tmp_w, metadata=metadata)
-        os.replace(tmp_w, folder / weights_name)
+        atomic_save_safetensors(self.model.state_dict(), folder / weights_name, metadata=metadata)
         atomic_write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2) + "\n")
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:

@@ -226,3 +226,26 @@ def test_atomic_directory_has_normal_permissions(tmp_path):
         (tmp / "y").write_text("2")
     assert sorted(p.name for p in (tmp_path / "atomic").iterdir()) == ["y"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_atomic_save_safetensors_replaces_whole_and_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    """The file appears complete (with the usual mode) or not at all; an old file survives a failed write."""
+    import safetensors.torch
+    from safetensors.torch import load_file
+
+    from flashi2v.weights.io import atomic_save_safetensors
+
+    path = tmp_path / "w.safetensors"
+    atomic_save_safetensors({"a": torch.ones(2)}, path, metadata={"format": "pt"})
+    (tmp_path / "plain").write_text("")
+    assert path.stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+    def half_written(tensors, filename, metadata=None):  # e.g. the disk fills up mid-write
+        open(filename, "wb").write(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    with pytest.raises(OSError, match="No space"):
+        atomic_save_safetensors({"a": torch.zeros(2)}, path)
+    assert torch.equal(load_file(str(path))["a"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "w.safetensors"]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -36,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import CheckpointError, InputError
-from ..weights.io import atomic_write_text
+from ..weights.io import atomic_save_safetensors, atomic_write_text
 
 __all__ = ["CACHE_FORMAT", "LatentCacheDataset", "encode_cache", "shard_name"]
 
@@ -61,18 +60,6 @@ def manifest_config(manifest: dict) -> dict:
 
 def shard_name(k: int) -> str:
     return f"shard_{k:06d}.safetensors"
-
-
-def _atomic_save(tensors: Dict[str, torch.Tensor], path: Path, metadata: Optional[Dict[str, str]] = None) -> None:
-    from ..weights.io import save_safetensors
-
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_safetensors(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _read_manifest(cache_dir: Path) -> Optional[dict]:
@@ -163,7 +150,7 @@ def encode_cache(
     if manifest is None:
         empty, empty_len = enc.text_encoder.encode([""])
         n0 = int(empty_len[0])
-        _atomic_save({"text_emb": empty[0, :n0], "text_len": empty_len[:1].long()}, out / EMPTY_PROMPT_NAME)
+        atomic_save_safetensors({"text_emb": empty[0, :n0], "text_len": empty_len[:1].long()}, out / EMPTY_PROMPT_NAME)
         num_shards = (len(metas) + shard_size - 1) // shard_size
         manifest = dict(format=CACHE_FORMAT, format_version=CACHE_FORMAT_VERSION, config=config,
                         text_len=int(enc.text_encoder.text_len), text_dim=int(enc.text_encoder.dim),
@@ -262,7 +249,7 @@ class _ShardEncoder:
                            text_len=torch.tensor(lengths, dtype=torch.int64),
                            num_captions=torch.tensor([len(c) for c in captions], dtype=torch.int64),
                            index=torch.tensor(indices, dtype=torch.int64))
-            _atomic_save(tensors, self.out / shard_name(k), metadata={"captions": json.dumps(captions)})
+            atomic_save_safetensors(tensors, self.out / shard_name(k), metadata={"captions": json.dumps(captions)})
             entry["file"] = shard_name(k)
             shape = list(tensors["latents"].shape[1:])
         return entry, shape

@@ -113,6 +113,20 @@ def save_safetensors(sd: Mapping[str, torch.Tensor], path: str | os.PathLike, me
     os.chmod(path, 0o666 & ~umask)
 
 
+def atomic_save_safetensors(sd: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                            metadata: dict | None = None) -> None:
+    """:func:`save_safetensors` to a temporary file beside ``path``, then rename: readers never see half a file, and
+    a failed write leaves nothing behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        save_safetensors(sd, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, fsync, then rename: readers never see half a file."""
     path = Path(path)

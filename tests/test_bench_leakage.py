@@ -67,6 +67,9 @@ def test_ground_truth_as_model_is_perfect(world_root, world_clips):
     assert s["n_camera_pans"] == 2 and s["camera_direction_rate"] == 1.0
     assert [r["camera"]["motion"] for r in ev.records] == ["zoom_in", "pan", "pan", "rotate"]
     assert ev.records[2]["camera"]["displacement"][1] < -20
+    # ... and travels exactly as far as itself, in every chunk
+    assert s["camera_distance_ratio"] == pytest.approx(1.0)
+    assert s["camera_chunk_distance_ratio"] == pytest.approx([1.0] * 4)
     # float input in [0, 1] scores the same as uint8
     c = world_clips[0]
     a, b = evaluate_clip(c.frames, c), evaluate_clip(c.frames.astype(np.float32) / 255.0, c)
@@ -110,7 +113,38 @@ def test_static_baseline_equals_metric_on_repeated_first_frame(world_clips):
     rev = evaluate_model(lambda cs: [c.frames[::-1].copy() for c in cs], world_clips, settings).summary
     assert rev["direction_rate"] == 0.0 and rev["traj_error"] > s["traj_error"] * 0.5
     assert rev["camera_direction_rate"] == 0.0 and rev["n_camera_pans"] == 2  # the camera pans up, not down
+    assert rev["camera_distance_ratio"] == pytest.approx(-1.0, abs=0.15)  # as far, the other way
+    assert s["camera_distance_ratio"] == pytest.approx(0.0, abs=0.05)  # the static video does not pan
     assert rev["first_frame_psnr"] < 40.0
+
+
+def test_pan_distance_known_answers(world_clips):
+    """pan_distance on constructed paths (exact), then through the optical flow on a video that plays the ground
+    truth at half speed (frame k shows frame k // 2): half the travel, half the speed in every chunk."""
+    from flashi2v.bench.leakage import pan_distance
+    from flashi2v.metrics import CameraShift
+
+    def path(steps):
+        steps = np.asarray(steps, np.float64)
+        return CameraShift(steps=steps, path=np.concatenate([np.zeros((1, 2)), np.cumsum(steps, 0)]))
+
+    gt = path([[0.0, -3.0]] * 8)  # the content moves up 3 px a frame
+    half = pan_distance(path([[0.0, -1.5]] * 8), gt)
+    assert half["distance_ratio"] == pytest.approx(0.5) and half["chunk_distance_ratio"] == pytest.approx([0.5] * 4)
+    stalls = pan_distance(path([[0.0, -3.0]] * 4 + [[0.0, 0.0]] * 4), gt)  # pans, then the camera stops
+    assert stalls["distance_ratio"] == pytest.approx(0.5) and stalls["chunk_distance_ratio"] == pytest.approx([1, 1, 0, 0])
+    assert pan_distance(path([[2.0, 0.0]] * 8), gt)["distance_ratio"] == pytest.approx(0.0)  # across: no travel
+    assert pan_distance(path([[0.0, 3.0]] * 8), gt)["distance_ratio"] == pytest.approx(-1.0)  # the wrong way
+    assert pan_distance(path([[0.0, -3.0]] * 8), gt, num_chunks=3)["gt_chunk_along"] == pytest.approx([9, 9, 6])
+    assert pan_distance(gt, path([[0.0, 0.0]] * 8)) == {}  # no ground-truth pan, no ratio
+    # the same through evaluate_model and the TV-L1 flow, on the two panning world clips
+    slow = evaluate_model(lambda cs: [c.frames[np.arange(c.num_frames) // 2] for c in cs], world_clips,
+                          EvalSettings(dynamic_method="none"))
+    pans = [r["camera"] for r in slow.records if r["camera"].get("measurable")]
+    assert len(pans) == 2
+    for c in pans:
+        assert c["distance_ratio"] == pytest.approx(0.5, abs=0.08)
+    assert slow.summary["camera_chunk_distance_ratio"] == pytest.approx([0.5] * 4, abs=0.1)
 
 
 def test_shape_iou_measures_the_shape_not_the_place(tmp_path):

@@ -97,7 +97,8 @@ class EvalSettings:
       (``camera_method``, ``none`` to skip; :func:`flashi2v.metrics.camera_shift`); a pan is *measurable* when that
       path of the ground-truth clip itself agrees with the pan, and the generated clip agrees under the object
       rule above (net content motion opposite to the camera, at least ``min_displacement_frac * min(H, W)`` and
-      ``min_displacement_ratio`` x the ground truth's, within ``max_angle_deg``).
+      ``min_displacement_ratio`` x the ground truth's, within ``max_angle_deg``); and how far it goes
+      (:func:`pan_distance`: the travel along the ground truth's pan over the ground truth's, in all and per chunk).
     """
 
     num_chunks: int = 4
@@ -703,7 +704,32 @@ def _camera_record(v: np.ndarray, clip: EvalClip, settings: EvalSettings, flow) 
     need = max(settings.min_displacement_frac * min(h, w), settings.min_displacement_ratio * gt_mag)
     da = camera_direction_agreement(shift, cam["vector"], need, max_angle_deg=settings.max_angle_deg)
     out.update(agrees=bool(da.agrees), angle=_f(da.angle_deg), displacement=list(shift.total), reason=da.reason)
+    out.update(pan_distance(shift, ref, settings.num_chunks))
     return out
+
+
+def pan_distance(shift, ref, num_chunks: int = 4) -> dict:
+    """How far a video's content travels along the ground truth's pan, as a fraction of the ground truth's travel.
+
+    ``shift`` and ``ref`` are :class:`~flashi2v.metrics.CameraShift` of the video and of the ground truth (the same
+    number of frames). Both paths are projected on the direction of the ground truth's net displacement ``u``.
+    ``distance_ratio``: the video's net travel along ``u`` over the ground truth's (1 = as far, 0 = no pan, < 0 =
+    the wrong way; motion across ``u`` does not count). ``chunk_distance_ratio``: the same for each of
+    ``num_chunks`` consecutive groups of frame pairs (``np.array_split``), i.e. the pan's speed in that part of
+    the clip relative to the ground truth's (None where the ground truth hardly moves in it).
+    ``chunk_along`` / ``gt_chunk_along``: the pixels travelled along ``u`` per chunk, for pooling over clips."""
+    total = np.asarray(ref.total, np.float64)
+    dist = float(np.hypot(*total))
+    if dist <= 0:
+        return {}
+    u = total / dist
+    along, gt_along = shift.steps @ u, ref.steps @ u
+    groups = [g for g in np.array_split(np.arange(len(gt_along)), min(num_chunks, len(gt_along))) if len(g)]
+    ca = [float(along[g].sum()) for g in groups]
+    ga = [float(gt_along[g].sum()) for g in groups]
+    return dict(distance_ratio=float(along.sum()) / dist,
+                chunk_distance_ratio=[a / b if b > 1e-6 * dist else None for a, b in zip(ca, ga)],
+                chunk_along=ca, gt_chunk_along=ga)
 
 
 def _nanmean(values) -> Optional[float]:
@@ -750,6 +776,16 @@ def summarize(records: Sequence[dict]) -> dict:
     cam_agree = sum(bool(c["agrees"]) for c in pans)
     out.update(n_camera_pans=len(pans), n_camera_agree=cam_agree,
                camera_direction_rate=cam_agree / len(pans) if pans else None)
+    # how far the pans go: the median over measurable pans of the travel ratio, and per chunk the pooled ratio
+    ratios = [c["distance_ratio"] for c in pans if c.get("distance_ratio") is not None]
+    out["camera_distance_ratio"] = float(np.median(ratios)) if ratios else None
+    chunked = [c for c in pans if c.get("chunk_along") is not None]
+    if chunked and len({len(c["chunk_along"]) for c in chunked}) == 1:
+        a = np.sum([c["chunk_along"] for c in chunked], axis=0)
+        g = np.sum([c["gt_chunk_along"] for c in chunked], axis=0)
+        out["camera_chunk_distance_ratio"] = [float(x / y) if y > 0 else None for x, y in zip(a, g)]
+    else:
+        out["camera_chunk_distance_ratio"] = None
     return out
 
 
@@ -1187,7 +1223,8 @@ MAIN_COLUMNS = (
     ("first_frame_psnr", "FF-PSNR", ".2f"), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
     ("chunk_ssim_err[0]", "1-SSIM c1", ".3f"), ("chunk_ssim_err[-1]", "1-SSIM cN", ".3f"),
     ("traj_error", "traj px", ".2f"), ("static_traj_error", "static px", ".2f"), ("miss_rate", "miss", ".2f"),
-    ("direction_rate", "dir", ".2f"), ("camera_direction_rate", "cam dir", ".2f"), ("shape_iou", "shape IoU", ".2f"),
+    ("direction_rate", "dir", ".2f"), ("camera_direction_rate", "cam dir", ".2f"),
+    ("camera_distance_ratio", "cam dist", ".2f"), ("shape_iou", "shape IoU", ".2f"),
     ("dynamic_rate", "dynamic", ".2f"),
     ("flicker_mae", "flicker", ".2f"), ("colour_excess", "ΔE excess", ".2f"),
 )

@@ -22,7 +22,7 @@ import os
 import secrets
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -239,6 +239,16 @@ class FlashI2VPipeline:
                for s in seeds]
         return torch.stack(eps).to(self.device)
 
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, C, T, h, w] -> uint8 frames [B, F, H, W, 3] on the CPU, F = 1 + temporal_factor·(T − 1)
+        (the VAE as loaded, fp32 by default)."""
+        from .media import to_uint8_frames
+
+        with self._vae_on_device():
+            video = self.vae.decode(latents.to(self.vae.device))
+        return to_uint8_frames(video.float().cpu())
+
     # ------------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def __call__(
@@ -260,6 +270,7 @@ class FlashI2VPipeline:
         batch: int = 1,
         keep_aspect: bool = False,
         progress: bool = True,
+        callback: Callable[[dict], None] | None = None,
     ) -> GenerationOutput:
         """Generate ``batch`` videos per prompt. Unset options fall back to the folder's defaults (the paper's:
         49 frames, 480x832, 50 steps, shift 7, guidance 5, cutoff ratio 0.1, Wan's negative prompt).
@@ -273,6 +284,9 @@ class FlashI2VPipeline:
         (:func:`~flashi2v.samplers.first_frame_anchor`; image-to-video models only): the first frame is then the
         VAE's round trip of the image whatever the model makes of it. Off by default: FlashI2V's own first frame
         comes from the model.
+        ``callback`` is called after every sampling step with :func:`~flashi2v.samplers.sample_euler`'s dict (``i``,
+        ``sigma``, ``sigma_next``, the state ``x`` before the step, the guided ``velocity``, ``x_next``);
+        ``x - sigma * velocity`` is that step's prediction of the clean latents, which :meth:`decode` turns into frames.
         """
         d = self.defaults
         num_frames = check_num_frames(d.num_frames if num_frames is None else num_frames)
@@ -361,12 +375,8 @@ class FlashI2VPipeline:
         sigmas = inference_sigmas(num_steps, shift, device=self.device)
         constraint = first_frame_anchor(z, noise) if anchor_first_frame else None
         latents = sample_euler(model, noise, sigmas, context, negative, guidance_scale, progress=progress,
-                               constraint=constraint)
-        with self._vae_on_device():
-            video = self.vae.decode(latents.to(self.vae.device))
-        from .media import to_uint8_frames
-
-        frames = to_uint8_frames(video.float().cpu())
+                               constraint=constraint, callback=callback)
+        frames = self.decode(latents)
         if frames.shape[1] != num_frames:  # the VAE maps 1 + 4k latents... to exactly num_frames frames
             raise RuntimeError(f"decoded {frames.shape[1]} frames, expected {num_frames}")
         return GenerationOutput(frames=frames, latents=latents.cpu(), seeds=seeds, fps=d.fps, prompts=prompts)

@@ -367,3 +367,31 @@ def test_a_train_override_can_name_its_paradigm(base_folder, tmp_path):
     assert f.model.condition_init == "identity" and f.model.freeze == ["learnable_proj"] and f.optim.lr == cfg.lr
     assert m.model.condition_init == n.model.condition_init == "zero" and not m.model.freeze
     assert n.optim.lr == 5e-4 and m.optim.lr == cfg.lr
+
+
+def test_pan_amplitude_example(world_root, world_clips, base_folder, tmp_path, capsys):
+    """examples/pan_amplitude.py on a tiny random model: one row per kept step plus the final sample, for the two
+    panning clips; the "final" row is the pan distance that evaluate_model records with the quality evaluation's
+    settings (the folder's defaults, seed = clip index)."""
+    from conftest import load_example
+
+    from flashi2v.pipeline import FlashI2VPipeline
+
+    ex = load_example("pan_amplitude")
+    out = tmp_path / "pans.json"
+    assert ex.main(["--world", str(world_root), "--model", str(base_folder), "--keep", "0", "1",
+                    "--output", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert len(records) == 2 and all(list(r["steps"]) == ["0", "1", "final"] for r in records)
+    assert records[0]["steps"]["0"]["sigma"] == 1.0 and len(records[0]["steps"]["1"]["chunk_distance_ratio"]) == 4
+    table = capsys.readouterr().out
+    assert "| final | 0.000 |" in table and "| 0 | 1.000 |" in table
+    pipe = FlashI2VPipeline.from_pretrained(base_folder)
+    ev = evaluate_model(pipe, world_clips, EvalSettings(dynamic_method="none"),  # the quality evaluation's settings
+                        generation=GenerationSettings(num_steps=None, negative_prompt=None))
+    cams = {r["index"]: r["camera"] for r in ev.records if r["camera"].get("measurable")}
+    for r in records:
+        assert r["steps"]["final"]["distance_ratio"] == pytest.approx(cams[r["index"]]["distance_ratio"], abs=1e-6)
+    # --merge prints the table of saved files; a world without pans is a one-line error
+    assert ex.main(["--merge", str(out)]) == 0 and "| final |" in capsys.readouterr().out
+    assert ex.main(["--world", str(world_root), "--model", str(base_folder), "--limit", "1"]) == 1

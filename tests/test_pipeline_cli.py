@@ -60,8 +60,12 @@ def test_pipeline_round_trip_seeds_and_batch(model_dir, image):
     assert pipe.is_i2v and pipe.defaults == DEFAULTS
     a = pipe(image, "an astronaut waves", seed=7, progress=False)
     assert a.frames.shape == (1, 5, 32, 48, 3) and a.frames.dtype == torch.uint8 and a.seeds == [7]
-    b = pipe(image, "an astronaut waves", seed=7, progress=False)
-    assert torch.equal(a.frames, b.frames)  # same seed -> same video
+    steps = []
+    b = pipe(image, "an astronaut waves", seed=7, progress=False, callback=steps.append)
+    assert torch.equal(a.frames, b.frames)  # same seed -> same video (a callback changes nothing)
+    # the callback sees every step; its last state is the returned latents, and decode() gives the returned frames
+    assert [s["i"] for s in steps] == list(range(DEFAULTS.num_steps)) and float(steps[0]["sigma"]) == 1.0
+    assert torch.equal(steps[-1]["x_next"].cpu(), b.latents) and torch.equal(pipe.decode(b.latents), b.frames)
     c = pipe(image, "an astronaut waves", seed=8, progress=False)
     assert not torch.equal(a.latents, c.latents)  # different seed -> different video
     batch = pipe(image, "an astronaut waves", seed=7, batch=2, progress=False)

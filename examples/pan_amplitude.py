@@ -3,10 +3,10 @@
 For every clip of a world dataset whose camera pans measurably (the leakage benchmark's rule), sample the model the
 way the quality evaluation does (the folder's sampling defaults at the clip's size, noise seed = the clip's index),
 and at the chosen sampling steps decode the step's prediction of the clean video, x̂0 = x - σ·v (guided velocity),
-and the final sample. Each is scored with the benchmark's pan distance (`flashi2v.bench.leakage.pan_distance`): the content's travel along the
-ground truth's pan over the ground truth's, in all and per temporal chunk. Prints a table (one row per step: the
-median ratio over clips, how many reach the 25 % the pan rule asks, the pooled ratio per chunk) and writes the
-per-clip numbers as JSON.
+and the final sample. Each is scored with the benchmark's pan distance (`flashi2v.bench.leakage.pan_distance`):
+the content's travel along the ground truth's pan over the ground truth's, in all and per temporal chunk. Prints a
+table (one row per step: the median ratio over clips, how many reach the 25 % the pan rule asks, the pooled ratio
+per chunk) and writes the per-clip numbers as JSON.
 
     flashi2v world --split test --num 100 --out W/test
     python examples/pan_amplitude.py --world W/test --output pans.json            # the shipped model
@@ -30,22 +30,11 @@ DEFAULT_KEEP = (0, 2, 4, 6, 9, 12, 15, 19)
 
 
 def pan_clips(world, limit=None):
-    """The clips of ``world`` whose ground-truth camera pans measurably, with the benchmark's references."""
-    from flashi2v.bench.leakage import EvalSettings, camera_reference, load_eval_clips
-    from flashi2v.metrics import camera_direction_agreement
+    """The clips of ``world`` whose ground-truth camera pans measurably, with their ground-truth camera paths."""
+    from flashi2v.bench.leakage import load_eval_clips, measurable_pan
 
-    settings = EvalSettings()
-    out = []
-    for c in load_eval_clips(world, limit=limit):
-        cam = c.gt.get("camera") or {}
-        if cam.get("motion") != "pan" or not cam.get("vector"):
-            continue
-        ref = camera_reference(c, settings)
-        ok = camera_direction_agreement(ref, cam["vector"], settings.min_gt_displacement_frac * min(c.size),
-                                        max_angle_deg=settings.max_angle_deg)
-        if ok.agrees:
-            out.append((c, ref))
-    return out
+    clips = ((c, measurable_pan(c)) for c in load_eval_clips(world, limit=limit))
+    return [(c, ref) for c, ref in clips if ref is not None]
 
 
 def measure(pipe, clip, ref, keep, num_chunks: int = 4) -> dict:
@@ -69,17 +58,18 @@ def measure(pipe, clip, ref, keep, num_chunks: int = 4) -> dict:
 
 
 def table(records: list[dict]) -> str:
-    """One row per step: median distance ratio, clips at >= 25 %, pooled per-chunk ratios."""
+    """One row per step: median distance ratio, clips at >= 25 %, pooled per-chunk ratios (the benchmark's summary)."""
+    from flashi2v.bench.leakage import summarize_pan_distances
     from flashi2v.metrics import markdown_table
 
-    steps = list(records[0]["steps"])
     rows = []
-    for k in steps:
+    for k in records[0]["steps"]:
         r = [rec["steps"][k] for rec in records]
         ratio = np.array([x["distance_ratio"] for x in r])
-        a, g = np.sum([x["chunk_along"] for x in r], 0), np.sum([x["gt_chunk_along"] for x in r], 0)
-        rows.append([k, f"{r[0]['sigma']:.3f}", f"{np.median(ratio):.2f}", f"{int((ratio >= 0.25).sum())}/{len(r)}",
-                     ", ".join(f"{x / y:.2f}" for x, y in zip(a, g))])
+        summary = summarize_pan_distances(r)
+        rows.append([k, f"{r[0]['sigma']:.3f}", f"{summary['camera_distance_ratio']:.2f}",
+                     f"{int((ratio >= 0.25).sum())}/{len(r)}",
+                     ", ".join(f"{x:.2f}" for x in summary["camera_chunk_distance_ratio"])])
     return markdown_table(rows, ["step", "σ", "median travel ratio", "≥ 0.25", "pooled ratio per chunk"])
 
 
@@ -107,9 +97,8 @@ def main(argv=None) -> int:
         ap.error(f"--part must be k/n with 0 <= k < n, got {a.part!r}")
     if a.threads:
         torch.set_num_threads(a.threads)
-    from flashi2v.pipeline import FlashI2VPipeline
-
     from flashi2v.default_model import default_model_path
+    from flashi2v.pipeline import FlashI2VPipeline
 
     pipe = FlashI2VPipeline.from_pretrained(a.model or default_model_path())
     clips = pan_clips(a.world, a.limit)[k::n]

@@ -132,7 +132,8 @@ def test_pan_distance_known_answers(world_clips):
     half = pan_distance(path([[0.0, -1.5]] * 8), gt)
     assert half["distance_ratio"] == pytest.approx(0.5) and half["chunk_distance_ratio"] == pytest.approx([0.5] * 4)
     stalls = pan_distance(path([[0.0, -3.0]] * 4 + [[0.0, 0.0]] * 4), gt)  # pans, then the camera stops
-    assert stalls["distance_ratio"] == pytest.approx(0.5) and stalls["chunk_distance_ratio"] == pytest.approx([1, 1, 0, 0])
+    assert stalls["distance_ratio"] == pytest.approx(0.5)
+    assert stalls["chunk_distance_ratio"] == pytest.approx([1, 1, 0, 0])
     assert pan_distance(path([[2.0, 0.0]] * 8), gt)["distance_ratio"] == pytest.approx(0.0)  # across: no travel
     assert pan_distance(path([[0.0, 3.0]] * 8), gt)["distance_ratio"] == pytest.approx(-1.0)  # the wrong way
     assert pan_distance(path([[0.0, -3.0]] * 8), gt, num_chunks=3)["gt_chunk_along"] == pytest.approx([9, 9, 6])

@@ -683,6 +683,21 @@ def camera_reference(clip: EvalClip, settings: EvalSettings = EvalSettings()):
     return clip._refs[key]
 
 
+def measurable_pan(clip: EvalClip, settings: EvalSettings = EvalSettings()):
+    """The ground truth's camera path (:func:`camera_reference`) when ``clip``'s camera pans *measurably*: the clip
+    pans and that path itself agrees with the pan (at least ``min_gt_displacement_frac`` of the side, within
+    ``max_angle_deg``); else None. Only measurable pans are scored (**cam dir**, **cam dist**)."""
+    from ..metrics import camera_direction_agreement
+
+    cam = clip.gt.get("camera") or {}
+    if settings.camera_method == "none" or cam.get("motion") != "pan" or not cam.get("vector"):
+        return None
+    ref = camera_reference(clip, settings)
+    ok = camera_direction_agreement(ref, cam["vector"], settings.min_gt_displacement_frac * min(clip.size),
+                                    max_angle_deg=settings.max_angle_deg)
+    return ref if ok.agrees else None
+
+
 def _camera_record(v: np.ndarray, clip: EvalClip, settings: EvalSettings, flow) -> dict:
     """The camera part of :func:`evaluate_clip`'s record: the ground truth's camera motion and, for a measurable pan,
     whether the video's content moves against it (see :class:`EvalSettings`)."""
@@ -695,10 +710,9 @@ def _camera_record(v: np.ndarray, clip: EvalClip, settings: EvalSettings, flow) 
     h, w = clip.size
     ref = camera_reference(clip, settings)
     gt_mag = float(np.hypot(*ref.total))
-    gt_ok = camera_direction_agreement(ref, cam["vector"], settings.min_gt_displacement_frac * min(h, w),
-                                       max_angle_deg=settings.max_angle_deg)
-    out.update(measurable=bool(gt_ok.agrees), gt_displacement=list(ref.total))
-    if not gt_ok.agrees:
+    measurable = measurable_pan(clip, settings) is not None
+    out.update(measurable=measurable, gt_displacement=list(ref.total))
+    if not measurable:
         return out
     shift = camera_shift(v, flow=flow, method=settings.camera_method)
     need = max(settings.min_displacement_frac * min(h, w), settings.min_displacement_ratio * gt_mag)
@@ -724,7 +738,7 @@ def pan_distance(shift, ref, num_chunks: int = 4) -> dict:
         return {}
     u = total / dist
     along, gt_along = shift.steps @ u, ref.steps @ u
-    groups = [g for g in np.array_split(np.arange(len(gt_along)), min(num_chunks, len(gt_along))) if len(g)]
+    groups = np.array_split(np.arange(len(gt_along)), min(num_chunks, len(gt_along)))  # none empty
     ca = [float(along[g].sum()) for g in groups]
     ga = [float(gt_along[g].sum()) for g in groups]
     return dict(distance_ratio=float(along.sum()) / dist,
@@ -776,17 +790,22 @@ def summarize(records: Sequence[dict]) -> dict:
     cam_agree = sum(bool(c["agrees"]) for c in pans)
     out.update(n_camera_pans=len(pans), n_camera_agree=cam_agree,
                camera_direction_rate=cam_agree / len(pans) if pans else None)
-    # how far the pans go: the median over measurable pans of the travel ratio, and per chunk the pooled ratio
+    out.update(summarize_pan_distances(pans))
+    return out
+
+
+def summarize_pan_distances(pans: Sequence[dict]) -> dict:
+    """How far the pans go, over :func:`pan_distance` results (camera records): ``camera_distance_ratio``, the median
+    travel ratio, and ``camera_chunk_distance_ratio``, per chunk the travel pooled over clips over the ground
+    truth's (None without pans, or when the clips have different chunk counts)."""
     ratios = [c["distance_ratio"] for c in pans if c.get("distance_ratio") is not None]
-    out["camera_distance_ratio"] = float(np.median(ratios)) if ratios else None
     chunked = [c for c in pans if c.get("chunk_along") is not None]
+    chunks = None
     if chunked and len({len(c["chunk_along"]) for c in chunked}) == 1:
         a = np.sum([c["chunk_along"] for c in chunked], axis=0)
         g = np.sum([c["gt_chunk_along"] for c in chunked], axis=0)
-        out["camera_chunk_distance_ratio"] = [float(x / y) if y > 0 else None for x, y in zip(a, g)]
-    else:
-        out["camera_chunk_distance_ratio"] = None
-    return out
+        chunks = [float(x / y) if y > 0 else None for x, y in zip(a, g)]
+    return dict(camera_distance_ratio=float(np.median(ratios)) if ratios else None, camera_chunk_distance_ratio=chunks)
 
 
 @dataclass

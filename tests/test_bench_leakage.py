@@ -70,6 +70,9 @@ def test_ground_truth_as_model_is_perfect(world_root, world_clips):
     # ... and travels exactly as far as itself, in every chunk
     assert s["camera_distance_ratio"] == pytest.approx(1.0)
     assert s["camera_chunk_distance_ratio"] == pytest.approx([1.0] * 4)
+    # the objects travel their own paths as far as the ground truth's (the tracker's centroids: sub-pixel off)
+    assert s["object_distance_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert s["object_chunk_distance_ratio"] == pytest.approx([1.0] * 4, abs=0.05)
     # float input in [0, 1] scores the same as uint8
     c = world_clips[0]
     a, b = evaluate_clip(c.frames, c), evaluate_clip(c.frames.astype(np.float32) / 255.0, c)
@@ -115,6 +118,7 @@ def test_static_baseline_equals_metric_on_repeated_first_frame(world_clips):
     assert rev["camera_direction_rate"] == 0.0 and rev["n_camera_pans"] == 2  # the camera pans up, not down
     assert rev["camera_distance_ratio"] == pytest.approx(-1.0, abs=0.15)  # as far, the other way
     assert s["camera_distance_ratio"] == pytest.approx(0.0, abs=0.05)  # the static video does not pan
+    assert s["object_distance_ratio"] == 0.0 and s["object_chunk_distance_ratio"] == [0.0] * 4  # nothing moves
     assert rev["first_frame_psnr"] < 40.0
 
 
@@ -146,6 +150,65 @@ def test_pan_distance_known_answers(world_clips):
     for c in pans:
         assert c["distance_ratio"] == pytest.approx(0.5, abs=0.08)
     assert slow.summary["camera_chunk_distance_ratio"] == pytest.approx([0.5] * 4, abs=0.1)
+
+
+def test_object_distance_known_answers(world_clips):
+    """object_distance on constructed tracks (exact: each step projected on the ground truth's step, so a bounce is
+    followed), then through the tracker on a half-speed replay of the ground truth."""
+    from flashi2v.bench.leakage import object_distance
+
+    def walk(steps, start=(10.0, 10.0)):
+        return [tuple(p) for p in np.concatenate([[start], start + np.cumsum(np.asarray(steps, float), 0)])]
+
+    gt = walk([[2.0, 0.0]] * 4 + [[-2.0, 0.0]] * 4)  # right, then it bounces back
+    assert object_distance(gt, gt)["distance_ratio"] == pytest.approx(1.0)
+    half = object_distance(walk([[1.0, 0.0]] * 4 + [[-1.0, 0.0]] * 4), gt)
+    assert half["distance_ratio"] == pytest.approx(0.5) and half["chunk_distance_ratio"] == pytest.approx([0.5] * 4)
+    no_bounce = object_distance(walk([[2.0, 0.0]] * 8), gt)  # keeps going right: the second half goes the wrong way
+    assert no_bounce["distance_ratio"] == pytest.approx(0.0)
+    assert no_bounce["chunk_distance_ratio"] == pytest.approx([1, 1, -1, -1])
+    stops = object_distance(walk([[2.0, 0.0]] * 2 + [[0.0, 0.0]] * 6), gt)  # starts, then stays
+    assert stops["chunk_distance_ratio"] == pytest.approx([1, 0, 0, 0])
+    assert stops["distance_ratio"] == pytest.approx(0.25)
+    assert object_distance(walk([[0.0, 3.0]] * 8), gt)["distance_ratio"] == pytest.approx(0.0)  # across the path
+    # frames where either has no centroid: the steps touching them do not count, on either side
+    lost = walk([[1.0, 0.0]] * 4 + [[-1.0, 0.0]] * 4)
+    lost[2] = None
+    r = object_distance(lost, gt)
+    assert r["steps_scored"] == 6 and r["gt_chunk_along"] == pytest.approx([2, 2, 4, 4])
+    assert r["distance_ratio"] == pytest.approx(0.5)
+    assert object_distance([None] * 9, gt) == {} and object_distance(gt, [(1.0, 1.0)] * 9) == {}
+    with pytest.raises(InputError, match="frames"):
+        object_distance(gt[:4], gt)
+    # through the tracker: a video that plays the ground truth at half speed (frame k shows frame k // 2) moves a
+    # linear object half as far in every chunk (a falling one, accelerating and bouncing, is not simply halved)
+    slow = evaluate_model(lambda cs: [c.frames[np.arange(c.num_frames) // 2] for c in cs], world_clips,
+                          EvalSettings(dynamic_method="none", camera_method="none"))
+    linear = [o for r in slow.records for o in r["objects"] if "distance_ratio" in o and o["motion"] == "linear"]
+    assert len(linear) == 1 and linear[0]["steps_scored"] == 8
+    assert linear[0]["distance_ratio"] == pytest.approx(0.5, abs=0.03)
+    assert linear[0]["chunk_distance_ratio"] == pytest.approx([0.5] * 4, abs=0.06)
+
+
+def test_motion_chunk_table(world_clips):
+    """The report's motion-per-chunk table: the truth keeps all of its motion in every chunk, the static video none;
+    models or splits without a ratio get no row."""
+    from flashi2v.bench.leakage import motion_chunk_table
+
+    truth, static = (evaluate_model(m, world_clips, EvalSettings(dynamic_method="none")).summary
+                     for m in (oracle_model, static_model))
+    report = dict(model_order=["still"], references=["ground-truth"], splits=["test"],
+                  results={"still": {"test": static}}, reference_results={"ground-truth": {"test": truth}})
+    lines = motion_chunk_table(report).splitlines()
+    cells = [[x.strip() for x in line.split("|")[1:-1]] for line in lines]
+    assert cells[0] == ["model", "split", "what", "chunk 1", "chunk 2", "chunk 3", "chunk 4"]
+    assert [c[:3] for c in cells[2:]] == [["still", "test", "objects"], ["still", "test", "camera pans"],
+                                          ["(ground-truth)", "test", "objects"],
+                                          ["(ground-truth)", "test", "camera pans"]]
+    assert [float(x) for c in cells[2:4] for x in c[3:]] == [0.0] * 8
+    assert [float(x) for x in cells[4][3:]] == pytest.approx([1.0] * 4, abs=0.05)  # the tracker: sub-pixel off
+    assert [float(x) for x in cells[5][3:]] == [1.0] * 4
+    assert motion_chunk_table(dict(report, splits=[], results={"still": {}})) == ""
 
 
 def test_shape_iou_measures_the_shape_not_the_place(tmp_path):
@@ -290,6 +353,7 @@ def test_smoke_benchmark_trains_evaluates_reports_and_resumes(base_folder, tmp_p
     assert len(per_clip["i2v-concat-noise"]["ood_motion"]) == 2
     md = (out / "results.md").read_text()
     assert "## Per model and split" in md and "## Chunk-wise 1 - SSIM" in md and "## In-domain -> out-of-domain" in md
+    assert "| obj dist |" in md  # (no object is trackable at 32 x 32: no motion-per-chunk table)
     assert md.count("| flashi2v | ") >= 4 + 4 + 4
     for p in ("chunkwise_1-ssim.png", "chunkwise_mse.png", "chunkwise_psnr.png"):
         assert (out / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -311,6 +375,17 @@ def test_smoke_benchmark_trains_evaluates_reports_and_resumes(base_folder, tmp_p
     again = json.loads((out / "results.json").read_text())
     assert again["results"] == res["results"] and again["reference_results"] == res["reference_results"]
     assert len(again["reused"]) == 5 + 2 + 3 + 3 + 3 * 4 + 3 * 4  # data, filter, cache, train, export, evals
+    # an evaluation stored by code with other metrics is redone, not reused without them
+    from flashi2v.bench.leakage import METRICS_VERSION
+
+    stale = tmp_path / "work" / "eval" / "static" / "test.json"
+    rec = json.loads(stale.read_text())
+    rec["fingerprint"]["metrics"] = METRICS_VERSION - 1
+    stale.write_text(json.dumps(rec))
+    third = run_leakage(cfg)
+    assert "eval static/test" not in third["reused"] and len(third["reused"]) == len(again["reused"]) - 1
+    assert json.loads(stale.read_text())["fingerprint"]["metrics"] == METRICS_VERSION
+    assert third["reference_results"] == res["reference_results"]
 
     # a given model folder, no training, one split; a changed training setup is refused
     given = LeakageConfig.quick(workdir=str(tmp_path / "work2"), models={"mine": res["models"]["flashi2v"]},
@@ -370,29 +445,42 @@ def test_a_train_override_can_name_its_paradigm(base_folder, tmp_path):
     assert n.optim.lr == 5e-4 and m.optim.lr == cfg.lr
 
 
-def test_pan_amplitude_example(world_root, world_clips, base_folder, tmp_path, capsys):
-    """examples/pan_amplitude.py on a tiny random model: one row per kept step plus the final sample, for the two
-    panning clips; the "final" row is the pan distance that evaluate_model records with the quality evaluation's
-    settings (the folder's defaults, seed = clip index)."""
+def test_motion_amplitude_example(world_root, world_clips, base_folder, tmp_path, capsys):
+    """examples/motion_amplitude.py on a tiny random model: one row per kept step plus the final sample, for the two
+    panning clips and the clips with a scored moving object; the "final" row holds the pan distance and the object
+    records that evaluate_model records with the quality evaluation's settings (the folder's defaults, seed = clip
+    index)."""
     from conftest import load_example
 
     from flashi2v.pipeline import FlashI2VPipeline
 
-    ex = load_example("pan_amplitude")
-    out = tmp_path / "pans.json"
-    assert ex.main(["--world", str(world_root), "--model", str(base_folder), "--keep", "0", "1",
+    ex = load_example("motion_amplitude")
+    out = tmp_path / "motion.json"
+    assert ex.main(["--world", str(world_root), "--model", str(base_folder), "--keep", "0", "1", "--no-ceiling",
                     "--output", str(out)]) == 0
     records = json.loads(out.read_text())
-    assert len(records) == 2 and all(list(r["steps"]) == ["0", "1", "final"] for r in records)
-    assert records[0]["steps"]["0"]["sigma"] == 1.0 and len(records[0]["steps"]["1"]["chunk_distance_ratio"]) == 4
-    table = capsys.readouterr().out
-    assert "| final | 0.000 |" in table and "| 0 | 1.000 |" in table
+    assert [r["index"] for r in records] == [0, 1, 2]  # clip 0: a linear object; 1, 2: pans (2: a falling object)
+    assert all(list(r["steps"]) == ["0", "1", "final"] for r in records)
+    assert records[1]["steps"]["0"]["sigma"] == 1.0
+    assert len(records[1]["steps"]["1"]["camera"]["chunk_distance_ratio"]) == 4
+    assert records[0]["steps"]["final"]["camera"] is None and len(records[0]["steps"]["0"]["objects"]) == 1
+    printed = capsys.readouterr().out
+    assert "camera pans" in printed and "objects with a direction" in printed
+    assert "| final | 0.000 |" in printed and "| 0 | 1.000 |" in printed
     pipe = FlashI2VPipeline.from_pretrained(base_folder)
     ev = evaluate_model(pipe, world_clips, EvalSettings(dynamic_method="none"),  # the quality evaluation's settings
                         generation=GenerationSettings(num_steps=None, negative_prompt=None))
-    cams = {r["index"]: r["camera"] for r in ev.records if r["camera"].get("measurable")}
+    by_index = {r["index"]: r for r in ev.records}
     for r in records:
-        assert r["steps"]["final"]["distance_ratio"] == pytest.approx(cams[r["index"]]["distance_ratio"], abs=1e-6)
-    # --merge prints the table of saved files; a world without pans is a one-line error
+        final, want = r["steps"]["final"], by_index[r["index"]]
+        if want["camera"].get("measurable"):
+            assert final["camera"]["distance_ratio"] == pytest.approx(want["camera"]["distance_ratio"], abs=1e-6)
+        scored = [o for o in want["objects"] if "direction_agrees" in o]
+        assert [o["id"] for o in final["objects"]] == [o["id"] for o in scored]
+        for o, w in zip(final["objects"], scored):
+            assert o["direction_agrees"] == w["direction_agrees"] and o["traj_error"] == pytest.approx(w["traj_error"])
+            assert o.get("distance_ratio") == pytest.approx(w.get("distance_ratio"))
+    # --merge prints the tables of saved files; a world with nothing to score is a one-line error
     assert ex.main(["--merge", str(out)]) == 0 and "| final |" in capsys.readouterr().out
+    # (clip 0's object is lost in the tiny random VAE's round trip, the quality evaluation's rule without --no-ceiling)
     assert ex.main(["--world", str(world_root), "--model", str(base_folder), "--limit", "1"]) == 1

@@ -50,6 +50,9 @@ IN_DOMAIN_SPLIT = "test"
 REFERENCES = ("ground-truth", "static", "vae")
 RESULTS_FORMAT = "flashi2v-leakage-benchmark"
 RESULTS_VERSION = 1
+#: What :func:`evaluate_clip` records; part of an evaluation's fingerprint, so a stored evaluation made before a
+#: metric was added or changed is redone rather than reused without it. Bump it with every such change.
+METRICS_VERSION = 2  # 2: obj dist (object_distance)
 
 # The default (realistic) backbone: a small Wan DiT that trains on one GPU in minutes and on CPU in hours.
 DEFAULT_ARCH = dict(dim=128, ffn_dim=512, num_heads=4, num_layers=4, freq_dim=64)
@@ -654,6 +657,8 @@ def evaluate_clip(video, clip: EvalClip, settings: EvalSettings = EvalSettings()
                                                 max_angle_deg=settings.max_angle_deg)
                 o.update(expected_direction=list(ref["direction"]), direction_agrees=bool(da.agrees),
                          direction_angle=_f(da.angle_deg), displacement=_f(da.magnitude), direction_reason=da.reason)
+                od = object_distance(track, ref["gt_centroids"], settings.num_chunks)
+                o.update(od)
         objects.append(o)
     rec["objects"] = objects
     flow = None
@@ -746,6 +751,41 @@ def pan_distance(shift, ref, num_chunks: int = 4) -> dict:
                 chunk_along=ca, gt_chunk_along=ga)
 
 
+def object_distance(track, gt_centroids, num_chunks: int = 4) -> dict:
+    """How far a tracked object travels along its ground-truth path, as a fraction of the ground truth's travel.
+
+    ``track`` and ``gt_centroids``: per-frame ``(x, y)`` or None (the same number of frames). Each frame step
+    ``t -> t + 1`` where both have a centroid in both frames counts: the video's step is projected on the direction of
+    the ground truth's step (so a bounce or a fall is followed step by step; motion across the path does not count).
+    ``distance_ratio``: the summed projections over the ground truth's summed step lengths, on those steps (1 = as
+    far, 0 = the object stays, < 0 = the wrong way); ``chunk_distance_ratio``: the same for each of ``num_chunks``
+    consecutive groups of steps (``np.array_split``, as :func:`pan_distance`), None where the ground truth hardly
+    moves in it; ``chunk_along`` / ``gt_chunk_along``: per chunk, the pixels travelled along the path, for pooling;
+    ``steps_scored``: how many steps counted. Empty dict when no step counts or the ground truth does not move."""
+    from ..metrics.tracking import _as_points
+
+    p, g = _as_points(track, "track"), _as_points(gt_centroids, "gt_centroids")
+    if len(p) != len(g):
+        raise InputError(f"track has {len(p)} frames but gt_centroids has {len(g)}")
+    if len(g) < 2:
+        return {}
+    ds, dg = np.diff(p, axis=0), np.diff(g, axis=0)
+    glen = np.hypot(dg[:, 0], dg[:, 1])
+    ok = ~np.isnan(ds).any(axis=1) & ~np.isnan(dg).any(axis=1)
+    along = np.zeros(len(dg))
+    along[ok & (glen > 0)] = np.einsum("ij,ij->i", ds[ok & (glen > 0)], dg[ok & (glen > 0)]) / glen[ok & (glen > 0)]
+    glen = np.where(ok, glen, 0.0)
+    total = float(glen.sum())
+    if not ok.any() or total <= 0:
+        return {}
+    groups = np.array_split(np.arange(len(dg)), min(num_chunks, len(dg)))  # none empty
+    ca = [float(along[i].sum()) for i in groups]
+    ga = [float(glen[i].sum()) for i in groups]
+    return dict(distance_ratio=float(along.sum()) / total,
+                chunk_distance_ratio=[a / b if b > 1e-6 * total else None for a, b in zip(ca, ga)],
+                chunk_along=ca, gt_chunk_along=ga, steps_scored=int(ok.sum()))
+
+
 def _nanmean(values) -> Optional[float]:
     vals = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
     return float(np.mean(vals)) if vals else None
@@ -786,6 +826,7 @@ def summarize(records: Sequence[dict]) -> dict:
         a[0] += int(bool(o["direction_agrees"]))
         a[1] += 1
     out["direction_by_motion"] = {k: dict(agree=a, total=t, rate=a / t) for k, (a, t) in sorted(by_motion.items())}
+    out.update(summarize_object_distances(with_dir))
     pans = [r["camera"] for r in records if (r.get("camera") or {}).get("measurable")]
     cam_agree = sum(bool(c["agrees"]) for c in pans)
     out.update(n_camera_pans=len(pans), n_camera_agree=cam_agree,
@@ -794,18 +835,33 @@ def summarize(records: Sequence[dict]) -> dict:
     return out
 
 
-def summarize_pan_distances(pans: Sequence[dict]) -> dict:
-    """How far the pans go, over :func:`pan_distance` results (camera records): ``camera_distance_ratio``, the median
-    travel ratio, and ``camera_chunk_distance_ratio``, per chunk the travel pooled over clips over the ground
-    truth's (None without pans, or when the clips have different chunk counts)."""
-    ratios = [c["distance_ratio"] for c in pans if c.get("distance_ratio") is not None]
-    chunked = [c for c in pans if c.get("chunk_along") is not None]
+def _summarize_distances(items: Sequence[dict]) -> tuple[Optional[float], Optional[list]]:
+    """(median ``distance_ratio``, per chunk ``chunk_along`` pooled over ``gt_chunk_along``) over records of
+    :func:`pan_distance` or :func:`object_distance`; None without any, or for chunks with different counts."""
+    ratios = [c["distance_ratio"] for c in items if c.get("distance_ratio") is not None]
+    chunked = [c for c in items if c.get("chunk_along") is not None]
     chunks = None
     if chunked and len({len(c["chunk_along"]) for c in chunked}) == 1:
         a = np.sum([c["chunk_along"] for c in chunked], axis=0)
         g = np.sum([c["gt_chunk_along"] for c in chunked], axis=0)
         chunks = [float(x / y) if y > 0 else None for x, y in zip(a, g)]
-    return dict(camera_distance_ratio=float(np.median(ratios)) if ratios else None, camera_chunk_distance_ratio=chunks)
+    return (float(np.median(ratios)) if ratios else None), chunks
+
+
+def summarize_pan_distances(pans: Sequence[dict]) -> dict:
+    """How far the pans go, over :func:`pan_distance` results (camera records): ``camera_distance_ratio``, the median
+    travel ratio, and ``camera_chunk_distance_ratio``, per chunk the travel pooled over clips over the ground
+    truth's (None without pans, or when the clips have different chunk counts)."""
+    median, chunks = _summarize_distances(pans)
+    return dict(camera_distance_ratio=median, camera_chunk_distance_ratio=chunks)
+
+
+def summarize_object_distances(objects: Sequence[dict]) -> dict:
+    """How far the objects go along their ground-truth paths, over :func:`object_distance` results (object records
+    of objects with a direction): ``object_distance_ratio``, the median travel ratio, and
+    ``object_chunk_distance_ratio``, per chunk the travel pooled over objects over the ground truth's."""
+    median, chunks = _summarize_distances(objects)
+    return dict(object_distance_ratio=median, object_chunk_distance_ratio=chunks)
 
 
 @dataclass
@@ -1066,9 +1122,9 @@ class _Stages:
                  fingerprint: dict, cache: dict) -> dict:
         c = self.cfg
         path = self.work / "eval" / name / f"{split}.json"
-        fp = _jsonable(dict(fingerprint, split=split, settings=dataclasses.asdict(c.settings),
-                            clips=[cl.index for cl in clips], gt_source=c.gt_source, data_seed=c.data_seed,
-                            size=[c.num_frames, c.height, c.width]))
+        fp = _jsonable(dict(fingerprint, split=split, metrics=METRICS_VERSION,
+                            settings=dataclasses.asdict(c.settings), clips=[cl.index for cl in clips],
+                            gt_source=c.gt_source, data_seed=c.data_seed, size=[c.num_frames, c.height, c.width]))
         old = _read_json(path) if path.is_file() else None
         if old and old.get("fingerprint") == fp:
             self.reused.append(f"eval {name}/{split}")
@@ -1242,8 +1298,9 @@ MAIN_COLUMNS = (
     ("first_frame_psnr", "FF-PSNR", ".2f"), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
     ("chunk_ssim_err[0]", "1-SSIM c1", ".3f"), ("chunk_ssim_err[-1]", "1-SSIM cN", ".3f"),
     ("traj_error", "traj px", ".2f"), ("static_traj_error", "static px", ".2f"), ("miss_rate", "miss", ".2f"),
-    ("direction_rate", "dir", ".2f"), ("camera_direction_rate", "cam dir", ".2f"),
-    ("camera_distance_ratio", "cam dist", ".2f"), ("shape_iou", "shape IoU", ".2f"),
+    ("direction_rate", "dir", ".2f"), ("object_distance_ratio", "obj dist", ".2f"),
+    ("camera_direction_rate", "cam dir", ".2f"), ("camera_distance_ratio", "cam dist", ".2f"),
+    ("shape_iou", "shape IoU", ".2f"),
     ("dynamic_rate", "dynamic", ".2f"),
     ("flicker_mae", "flicker", ".2f"), ("colour_excess", "ΔE excess", ".2f"),
 )
@@ -1303,6 +1360,27 @@ def main_table(report: dict) -> str:
     return markdown_table(rows, ["model", "split"] + [t for _, t, _ in MAIN_COLUMNS])
 
 
+def motion_chunk_table(report: dict) -> str:
+    """Per model, split and kind of motion (objects, camera pans), the pooled travel ratio per temporal chunk
+    (``object_chunk_distance_ratio``, ``camera_chunk_distance_ratio``) as Markdown; "" when no summary has one."""
+    from ..metrics import markdown_table
+
+    rows = []
+    for name, label in _row_names(report):
+        src = report["results"].get(name) or report["reference_results"].get(name)
+        for s in report["splits"]:
+            for what, key in (("objects", "object_chunk_distance_ratio"),
+                              ("camera pans", "camera_chunk_distance_ratio")):
+                vals = src[s].get(key)
+                if vals:
+                    rows.append([label, s, what] + [None if v is None else float(v) for v in vals])
+    if not rows:
+        return ""
+    n = max(len(r) for r in rows) - 3
+    rows = [r + [None] * (n + 3 - len(r)) for r in rows]
+    return markdown_table(rows, ["model", "split", "what"] + [f"chunk {i + 1}" for i in range(n)], floatfmt=".2f")
+
+
 def results_markdown(report: dict) -> str:
     """The full ``results.md``: settings, main table, chunk-wise tables, OOD drops, direction per motion, timings."""
     from ..metrics import markdown_table
@@ -1330,6 +1408,9 @@ def results_markdown(report: dict) -> str:
               "vs the ground-truth clip. 1-SSIM c1/cN: first/last temporal chunk. traj px: penalised centroid "
               "error of trackable objects (a lost object counts as the frame diagonal); static px: the same for the "
               "static video. dir: share of moving objects whose net displacement follows the ground truth. "
+              "obj dist: median over those objects of their travel along the ground truth's path, as a fraction of "
+              "the truth's (1 = as far, 0 = stays). cam dir / cam dist: the same two for the content of clips whose "
+              "camera pans. "
               "shape IoU: how much of each trackable object's shape survives (its pixels against the ground "
               "truth's, centroids aligned; 1 = intact). "
               "dynamic: VBench dynamic-degree rate. flicker: mean abs frame difference (0..255). ΔE excess: colour "
@@ -1346,6 +1427,14 @@ def results_markdown(report: dict) -> str:
                     rows.append([label, s] + [None if v is None else float(v) for v in vals])
             lines += [f"## {title}", "", markdown_table(rows, ["model", "split"] + [f"chunk {i + 1}" for i in range(k)],
                                                         floatfmt=fmt), ""]
+    motion = motion_chunk_table(report)
+    if motion:
+        lines += ["## Motion kept per chunk (leakage along time)", "",
+                  "How far the objects (along their ground-truth paths) and the panning camera's content travel in "
+                  "each temporal chunk, as a fraction of the ground truth's travel there, pooled over objects / "
+                  "clips (**obj dist** and **cam dist** per chunk). 1 = as far as the truth; a ratio that falls "
+                  "over the chunks = motion that starts and stops, the later frames keeping the image.", "",
+                  motion, ""]
     if report.get("drops"):
         rows = []
         for name, label in _row_names(report):

@@ -400,6 +400,7 @@ class Recipe:
             direction_rate=m["direction_rate"], direction_ok=bool((m["direction_rate"] or 0.0) >= 0.8),
             vae_traj_error=v["traj_error"], vae_direction_rate=v["direction_rate"],
             camera_direction_rate=m["camera_direction_rate"], vae_camera_direction_rate=v["camera_direction_rate"],
+            object_distance_ratio=m["object_distance_ratio"], vae_object_distance_ratio=v["object_distance_ratio"],
             camera_distance_ratio=m["camera_distance_ratio"], vae_camera_distance_ratio=v["camera_distance_ratio"],
             n_camera_pans=m["n_camera_pans"], n_objects=m["n_objects"],
             n_trackable=m["n_trackable"], n_direction=m["n_direction"], n_clips=len(clips),

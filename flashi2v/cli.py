@@ -90,10 +90,22 @@ def cmd_generate(args) -> int:
         value = getattr(args, name)
         if value is not None and not Path(value).is_file():
             raise InputError(f"--{name} file not found: {value}")
-    if not batch_mode:  # an --output it cannot write is an error now, not after sampling (batch mode writes .mp4)
-        from .media import resolve_format
+    # an output it cannot write is an error now, not after sampling (batch mode writes .mp4)
+    if not batch_mode:
+        from .media import check_output, resolve_format
 
-        resolve_format(args.output, _output_format(Path(args.output)))
+        if args.batch > 1:
+            resolve_format(args.output, _output_format(Path(args.output)))
+        else:
+            check_output(args.output, _output_format(Path(args.output)))
+    if batch_mode or args.batch > 1:
+        from .weights.io import check_output_path
+
+        out_dir = _batch_outputs(args, batch_mode)[0]
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(f"{out_dir} is an existing file, not a folder for the videos; choose another "
+                             f"{'--output-dir' if batch_mode else '--output'}")
+        check_output_path(out_dir)
     if args.model is None:
         from .default_model import default_model_path
 
@@ -151,8 +163,10 @@ def cmd_generate(args) -> int:
 
     written: list[Path] = []
     if batch_mode or args.batch > 1:
+        from .weights.io import make_dirs
+
         out_dir, ext = _batch_outputs(args, batch_mode)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(out_dir)
         k = 0
         for out in outputs:
             for frames in out.frames:
@@ -290,9 +304,16 @@ def cmd_convert(args) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} already exists; pass --overwrite or choose another --output")
+    from .weights.io import check_output_path
+
+    check_output_path(out)
     for flag in ("transformer", "vae"):
         if not Path(getattr(args, flag)).exists():
             raise InputError(f"--{flag} not found: {getattr(args, flag)}")
+    for flag in ("num_heads", "text_len"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
 
     from .pipeline import FlashI2VPipeline, GenerationDefaults
     from .weights import load_transformer
@@ -304,7 +325,8 @@ def cmd_convert(args) -> int:
     print(f"transformer: {report.summary()}", file=sys.stderr)
     vae = _load_vae(args.vae)
     print(f"vae: loaded {sum(1 for _ in vae.parameters())} tensors from {args.vae}", file=sys.stderr)
-    text_encoder = _load_text_encoder(args, args.text_len or transformer.config.text_len)
+    text_len = args.text_len if args.text_len is not None else transformer.config.text_len
+    text_encoder = _load_text_encoder(args, text_len)
     print(f"text encoder: {type(text_encoder).__name__}, {text_encoder.dim}-d, text_len {text_encoder.text_len}",
           file=sys.stderr)
     pipe = FlashI2VPipeline(transformer, vae, text_encoder, GenerationDefaults())  # checks the parts fit together

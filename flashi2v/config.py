@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -83,16 +84,21 @@ class TransformerConfig:
     extra: dict = field(default_factory=dict, repr=False)  # free-form metadata saved with the config
 
     def __post_init__(self) -> None:
-        self.patch_size = tuple(int(p) for p in self.patch_size)
+        try:
+            self.patch_size = tuple(int(p) for p in self.patch_size)
+        except (TypeError, ValueError):
+            raise ConfigError(f"patch_size must be 3 integers (t, h, w), got {self.patch_size!r}") from None
         if len(self.patch_size) != 3:
             raise ConfigError(f"patch_size must have 3 entries (t, h, w), got {self.patch_size}")
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
-        if self.in_dim is None:
-            self.in_dim = required_in_dim(self.model_type, int(self.out_dim))
-        for name in ("dim", "ffn_dim", "num_heads", "num_layers", "freq_dim", "in_dim", "out_dim", "text_dim"):
-            if int(getattr(self, name)) <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("dim", "ffn_dim", "num_heads", "num_layers", "freq_dim", "out_dim", "in_dim", "text_dim",
+                     "text_len"):
+            if name == "in_dim" and self.in_dim is None:
+                self.in_dim = required_in_dim(self.model_type, self.out_dim)
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.dim % self.num_heads:
             raise ConfigError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if (self.dim // self.num_heads) % 2:

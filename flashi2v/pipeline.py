@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import numbers
 import os
 import secrets
 from dataclasses import asdict, dataclass, field, fields
@@ -30,7 +32,7 @@ from .errors import CheckpointError, InputError
 from .flow_matching import inference_sigmas
 from .models import WanTransformer
 from .paradigms import paradigm_for
-from .precision import resolve_dtype
+from .precision import resolve_device, resolve_dtype
 from .samplers import first_frame_anchor, sample_euler
 from .text import WAN_NEGATIVE_PROMPT, TextEncoder, load_text_encoder
 from .vae import WanVAE
@@ -59,11 +61,25 @@ class GenerationDefaults:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GenerationDefaults":
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{INDEX_NAME}: defaults must be a JSON object, got {type(d).__name__}; fix the file")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise CheckpointError(f"unknown generation defaults in {INDEX_NAME}: {unknown}")
+        for f in fields(cls):  # a quoted number ("20") would otherwise surface as a puzzling error at generation time
+            kind = type(f.default)
+            value = d.get(f.name, f.default)
+            number = numbers.Real if kind is float else numbers.Integral
+            ok = isinstance(value, kind) if kind in (bool, str) else (isinstance(value, number)
+                                                                      and not isinstance(value, bool))
+            if not ok:
+                raise CheckpointError(f"{INDEX_NAME}: defaults.{f.name} must be {_KIND_NAMES[kind]}, got {value!r}; "
+                                      "fix the file")
         return cls(**d)
+
+
+_KIND_NAMES = {bool: "true or false", str: "a string", int: "an integer", float: "a number"}
 
 
 @dataclass
@@ -80,6 +96,10 @@ def check_num_frames(num_frames: int) -> int:
         lo = max(1, (int(num_frames) - 1) // 4 * 4 + 1) if isinstance(num_frames, int) else 49
         raise InputError(f"num_frames must be 4k+1 (1, 5, 9, ..., 49, ...), got {num_frames}; try {lo} or {lo + 4}")
     return num_frames
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_size(height: int, width: int, multiple: int = 16) -> tuple[int, int]:
@@ -151,7 +171,7 @@ class FlashI2VPipeline:
         index = read_json_object(index_path)
         if index.get("format") != PIPELINE_FORMAT:
             raise CheckpointError(f"{index_path} is not a flashi2v model index (format {index.get('format')!r})")
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(device)
         dt = resolve_dtype(dtype, device)
         transformer, _ = load_transformer(folder / index.get("transformer", "transformer"), device=device, dtype=dt)
         vae = WanVAE.from_pretrained(folder / index.get("vae", "vae"), dtype=torch.float32, device=device)
@@ -298,10 +318,12 @@ class FlashI2VPipeline:
         image_noise_sigma = d.image_noise_sigma if image_noise_sigma is None else image_noise_sigma
         anchor_first_frame = d.anchor_first_frame if anchor_first_frame is None else bool(anchor_first_frame)
         negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
-        if not isinstance(num_steps, int) or num_steps < 1:
-            raise InputError(f"num_steps must be a positive integer, got {num_steps}")
-        if shift <= 0:
-            raise InputError(f"shift must be > 0, got {shift}")
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise InputError(f"num_steps must be a positive integer, got {num_steps!r}")
+        if not (_finite_number(shift) and shift > 0):
+            raise InputError(f"shift must be a finite number > 0, got {shift!r}")
+        if not _finite_number(guidance_scale):
+            raise InputError(f"guidance_scale must be a finite number (1 turns guidance off), got {guidance_scale!r}")
         if not 0.0 <= cutoff_ratio <= 1.0:
             raise InputError(f"cutoff_ratio must be in [0, 1], got {cutoff_ratio}")
         if not image_noise_sigma >= 0.0:

@@ -52,6 +52,26 @@ def apply_precision(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device (None or "auto": CUDA when available, else the CPU); a one-line InputError for a
+    name torch does not know or a CUDA device this machine does not have."""
+    from .errors import InputError
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {str(device)!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {str(device)!r}: no CUDA device is available on this machine; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return dev
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
     """``"auto"``/None -> bf16 on CUDA, float32 on CPU; accepts "fp32", "bf16", "fp16" and torch dtypes."""
     if isinstance(dtype, torch.dtype):

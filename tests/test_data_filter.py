@@ -212,6 +212,12 @@ def test_run_filter_writes_official_layout(ann, tmp_path):
         run_filter(cfg, out=io.StringIO())
     assert run_filter(cfg, out=io.StringIO(), overwrite=True).output_path == result.output_path
     assert len(LMDBReader(result.output_path)) == n
+    # a save_path under a file: one line (was a NotADirectoryError traceback), nothing written
+    (tmp_path / "afile").write_text("x")
+    under = FilterConfig(ann_txt_path=str(ann), save_path=str(tmp_path / "afile" / "out"), **SMALL)
+    with pytest.raises(InputError, match="afile is a file, not a folder") as e:
+        run_filter(under, out=io.StringIO())
+    assert "\n" not in str(e.value) and (tmp_path / "afile").read_text() == "x"
 
 
 def test_lmdb_suffix_naming_reads_back(tmp_path):
@@ -309,6 +315,11 @@ def test_config_yaml_and_missing(tmp_path):
     assert cfg.min_hxw == 409600 and cfg.sample_height == 480 and cfg.ann_txt_path == "a.txt"
     with pytest.raises(ConfigError, match="not found"):
         FilterConfig.from_yaml(tmp_path / "none.yaml")
+    with pytest.raises(ConfigError, match="filter config is a folder"):
+        FilterConfig.from_yaml(tmp_path)
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ConfigError, match="is not a YAML text file"):  # was a UnicodeDecodeError traceback
+        FilterConfig.from_yaml(tmp_path / "image.png")
     with pytest.raises(ConfigError, match="ann_txt_path"):
         run_filter(FilterConfig(save_path="x"))
     with pytest.raises(ConfigError, match="save_path"):

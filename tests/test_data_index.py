@@ -88,6 +88,10 @@ def test_captions_from_a_csv_or_a_json_object(videos, tmp_path):
     ("inside", "inside the video folder"),
     ("not_empty", "exists and is not empty"),
     ("file", "is a file"),
+    ("videos_file", "video folder .* is a file"),
+    ("caption_type", "the caption of 'a.mp4' must be a string or a list of strings, got 5"),
+    ("fps_inf", "--train-fps must be positive and finite, got inf"),
+    ("under_file", "afile is a file, not a folder"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(videos, tmp_path, case, match):
     kw = dict(videos=videos, output=tmp_path / "ds")
@@ -115,6 +119,17 @@ def test_bad_input_is_one_line_and_writes_nothing(videos, tmp_path, case, match)
     elif case == "not_empty":
         (tmp_path / "ds").mkdir()
         (tmp_path / "ds" / "keep.txt").write_text("mine")
+    elif case == "videos_file":  # was "not found"
+        (tmp_path / "v.mp4").write_bytes(b"x")
+        kw["videos"] = tmp_path / "v.mp4"
+    elif case == "caption_type":  # a number was dropped silently (the video counted as uncaptioned)
+        (tmp_path / "caps.json").write_text('{"a.mp4": 5}')
+        kw["captions"] = tmp_path / "caps.json"
+    elif case == "fps_inf":  # was written into filter.yaml
+        kw["train_fps"] = float("inf")
+    elif case == "under_file":  # was a FileExistsError traceback
+        (tmp_path / "afile").write_text("x")
+        kw["output"] = tmp_path / "afile" / "ds"
     with pytest.raises(InputError, match=match) as e:
         index_videos(**kw)
     assert "\n" not in str(e.value)

@@ -165,6 +165,28 @@ def test_argument_mismatch_and_bad_output(setup, tmp_path):
         encode_cache(tmp_path / "nope.lmdb", setup["model"], tmp_path / "o", **ARGS)
 
 
+def test_bad_arguments_fail_before_the_cache_folder_is_made(setup, tmp_path):
+    """A frame count the VAE cannot take, a bad size, a NaN frame rate or an unknown device used to fail after the
+    cache folder was made (an empty folder, or a started cache: manifest + empty prompt) or as a traceback; an
+    --output that is or lies under a file was a FileExistsError / NotADirectoryError traceback."""
+    out = tmp_path / "o"
+    for kw, message in [
+        (dict(num_frames=7), "num_frames must be 1 \\+ 4k for the VAE of .*got 7; try 5 or 9"),
+        (dict(height=40), "height 40 is not a multiple of 16"),
+        (dict(train_fps=float("nan")), "train_fps must be positive and finite"),
+        (dict(device="gpu7"), "unknown device 'gpu7'"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            encode_cache(setup["db"], setup["model"], out, **{**ARGS, **kw})
+        assert not out.exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="is a file; pass a new or empty folder"):
+        encode_cache(setup["db"], setup["model"], tmp_path / "afile", **ARGS)
+    with pytest.raises(InputError, match="afile is a file, not a folder"):
+        encode_cache(setup["db"], setup["model"], tmp_path / "afile" / "o", **ARGS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_cli_encode(setup, tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["data", "encode", "--lmdb", str(setup["db"]), "--model", str(setup["model"]), "--output", str(out),
@@ -203,6 +225,30 @@ def test_cli_bench_reliance_on_a_cache(setup, tmp_path, capsys):
     assert [r["sigma"] for r in rows] == [0.9, 0.5] and all(r["frame0"] > 0 for r in rows)
     assert main(["bench", "reliance", "--model", str(tmp_path / "nope"), "--cache", str(setup["full"])]) != 0
     assert "not a model folder" in capsys.readouterr().err
+
+
+def test_cli_bench_reliance_bad_device_json_path_and_damaged_shard(setup, tmp_path, capsys):
+    """One line each, and the --json checks come before the models run (they were tracebacks after it)."""
+    base = ["bench", "reliance", "--model", str(setup["model"]), "--sigmas", "0.9", "--samples", "2"]
+    (tmp_path / "out.json").mkdir()
+    (tmp_path / "afile").write_text("x")
+    for extra, message in [
+        (["--device", "gpu7"], "unknown device 'gpu7'; use cpu, cuda or cuda:N"),
+        (["--json", str(tmp_path / "out.json")], "is a folder; give a file path"),
+        (["--json", str(tmp_path / "afile" / "r.json")], "afile is a file, not a folder"),
+    ]:
+        assert main(base + ["--cache", str(setup["full"])] + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    damaged = tmp_path / "damaged"
+    shutil.copytree(setup["full"], damaged)
+    shard = damaged / shard_name(0)
+    shard.write_bytes(shard.read_bytes()[:100])  # a truncated shard: was a SafetensorError traceback
+    assert main(base + ["--cache", str(damaged)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot read {shard}" in err and "rerun `flashi2v data encode`" in err
+    assert main(base + ["--cache", str(setup["full"]), "--json", str(tmp_path / "new" / "r.json")]) == 0
+    assert (tmp_path / "new" / "r.json").is_file()  # missing parent folders are made
 
 
 def test_cli_bench_reliance_with_swapped_words(setup, tmp_path, capsys):

@@ -143,6 +143,24 @@ def test_input_validation():
         FlashI2VTransformer(small_config(model_type="t2v"))
 
 
+def test_config_values_of_the_wrong_type_are_one_line_config_errors():
+    """A string, float or zero size (from a hand-edited config.json or a YAML override) is a ConfigError, not a
+    ValueError/TypeError traceback from deep inside the checks."""
+    for kw, msg in [
+        (dict(num_layers="two"), "num_layers must be a positive integer, got 'two'"),
+        (dict(num_heads="4"), "num_heads must be a positive integer, got '4'"),
+        (dict(dim=64.0), "dim must be a positive integer, got 64.0"),
+        (dict(out_dim="x"), "out_dim must be a positive integer, got 'x'"),
+        (dict(text_len=0), "text_len must be a positive integer, got 0"),
+        (dict(num_layers=True), "num_layers must be a positive integer, got True"),
+        (dict(patch_size="ab"), "patch_size must be 3 integers"),
+        (dict(patch_size=2), "patch_size must be 3 integers"),
+    ]:
+        with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            small_config(**kw)
+    assert small_config(num_layers=1).num_layers == 1
+
+
 def test_conv3x3x3_projection_option():
     m = FlashI2VTransformer(small_config(conv3x3x3_proj=True))
     assert m.learnable_proj.proj[0].weight.shape == (64, 16, 3, 3, 3)

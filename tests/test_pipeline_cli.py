@@ -238,6 +238,10 @@ def test_t2v_model_folder(t2v_dir, image, tmp_path):
         (["--image", "{img}"], "no prompt"),
         (["--image", "{img}", "--prompt", "x", "--bogus"], "unrecognized arguments: --bogus"),
         (["--image", "{img}", "--prompt", "x", "--steps", "two"], "invalid int value"),
+        (["--image", "{img}", "--prompt", "x", "--guidance", "nan"], "guidance_scale must be a finite number"),
+        (["--image", "{img}", "--prompt", "x", "--guidance", "inf"], "guidance_scale must be a finite number"),
+        (["--image", "{img}", "--prompt", "x", "--shift", "nan"], "shift must be a finite number > 0, got nan"),
+        (["--image", "{img}", "--prompt", "x", "--device", "gpu7"], "unknown device 'gpu7'; use cpu, cuda or cuda:N"),
     ],
 )
 def test_cli_user_errors_are_one_line_exit_2(model_dir, image, capsys, extra, message):
@@ -264,6 +268,66 @@ def test_cli_bad_output_is_refused_before_sampling(model_dir, image, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and len(err.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_unusable_output_place_is_refused_before_loading(model_dir, image, tmp_path, capsys, monkeypatch):
+    """An output under a file, an existing folder given as the video file, a file where the --batch / batch-mode
+    folder goes, or a folder that may not be written: one line before the model is loaded; nothing is created."""
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded for an output that cannot be written")
+
+    monkeypatch.setattr(FlashI2VPipeline, "from_pretrained", no_load)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "dir.mp4").mkdir()
+    (tmp_path / "frames").write_text("x")
+    (tmp_path / "prompts.txt").write_text("a\n")
+    (tmp_path / "images.txt").write_text(f"{image}\n")
+    before = sorted(tmp_path.rglob("*"))
+    base = ["generate", "--model", str(model_dir), "--quiet"]
+    single = base + ["--image", str(image), "--prompt", "x"]
+    batch = base + ["--prompts-txt", str(tmp_path / "prompts.txt"), "--images-txt", str(tmp_path / "images.txt")]
+    for argv, message in [
+        (single + ["--output", str(tmp_path / "afile" / "out.mp4")], "afile is a file, not a folder"),
+        (single + ["--output", str(tmp_path / "dir.mp4")], "is an existing folder"),
+        (single + ["--batch", "2", "--output", str(tmp_path / "frames.mp4")], "is an existing file, not a folder"),
+        (batch + ["--output-dir", str(tmp_path / "afile")], "is an existing file, not a folder"),
+        (batch + ["--output-dir", str(tmp_path / "afile" / "s")], "afile is a file, not a folder"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    import os
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    assert main(single + ["--output", str(tmp_path / "new.mp4")]) == 2
+    assert f"no permission to write in {tmp_path}" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_convert_bad_numbers_and_output_are_refused_before_loading(tmp_path, capsys, monkeypatch):
+    """--num-heads 0 / --text-len 0 used to fall back to the defaults silently; an --output under a file failed with a
+    traceback after every component was loaded. Both are one-line errors before anything is read."""
+    import flashi2v.weights as weights
+
+    def no_load(*a, **k):
+        raise AssertionError("a component was loaded")
+
+    monkeypatch.setattr(weights, "load_transformer", no_load)
+    (tmp_path / "dit.pt").write_bytes(b"x")
+    (tmp_path / "vae.pth").write_bytes(b"x")
+    (tmp_path / "afile").write_text("x")
+    common = ["convert", "--transformer", str(tmp_path / "dit.pt"), "--vae", str(tmp_path / "vae.pth"),
+              "--text-encoder", "minilm"]
+    for extra, message in [
+        (["--num-heads", "0", "--output", str(tmp_path / "o")], "--num-heads must be a positive integer, got 0"),
+        (["--text-len", "0", "--output", str(tmp_path / "o")], "--text-len must be a positive integer, got 0"),
+        (["--output", str(tmp_path / "afile" / "o")], "afile is a file, not a folder"),
+    ]:
+        assert main(common + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dit.pt", "vae.pth"]
 
 
 class _nullcontext:
@@ -417,6 +481,33 @@ def test_unreadable_folder_configs_are_one_line_errors(model_dir, tmp_path):
                 load()
             assert str(bad / rel) in str(e.value) and "\n" not in str(e.value)
         (bad / rel).write_text(original)
+
+
+def test_wrongly_typed_or_unknown_folder_config_values_are_one_line_errors(model_dir, tmp_path):
+    """A quoted number in model_index.json's defaults, a non-integer DiT size, an unknown text-encoder key: one-line
+    CheckpointErrors naming the file (they were a misleading message, a ValueError traceback, silently ignored)."""
+    import json
+    import shutil
+
+    from flashi2v import CheckpointError
+
+    for rel, edit, message in [
+        ("model_index.json", lambda d: d["defaults"].update(num_steps="2"),
+         "defaults.num_steps must be an integer, got '2'"),
+        ("model_index.json", lambda d: d.update(defaults=[1]), "defaults must be a JSON object"),
+        ("transformer/config.json", lambda d: d.update(num_layers="two"), "num_layers must be a positive integer"),
+        ("transformer/config.json", lambda d: d.update(patch_size=2), "patch_size must be 3 integers"),
+        ("text_encoder/config.json", lambda d: d.update(bogus=1), "has unknown keys ['bogus']"),
+    ]:
+        bad = tmp_path / "bad"
+        shutil.rmtree(bad, ignore_errors=True)
+        shutil.copytree(model_dir, bad)
+        d = json.loads((bad / rel).read_text())
+        edit(d)
+        (bad / rel).write_text(json.dumps(d))
+        with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace("[", r"\[")) as e:
+            FlashI2VPipeline.from_pretrained(bad, device="cpu")
+        assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("model_type", ["i2v-concat-mask", "i2v-concat-noise"])

@@ -147,3 +147,31 @@ def test_bad_inputs_are_one_line_errors():
 
     with pytest.raises(InputError, match="no image condition"):
         image_reliance(build_transformer(t2v), x0, z, ctx)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--guidance", "inf"], "--guidance must be a finite number, got inf"),
+    (["--sample-steps", "0"], "--sample-steps must be a positive integer, got 0"),
+    (["--device", "gpu7"], "unknown device 'gpu7'"),
+    (["--arch", "num_layers=two"], "num_layers must be a positive integer, got 'two'"),
+    (["--heads", "3"], "dim 32 is not divisible by num_heads 3"),
+])
+def test_bench_leakage_bad_options_fail_before_any_stage(tmp_path, capsys, extra, message):
+    """Options that used to stop `bench leakage` only after its data (and training) stages, or with a traceback,
+    are one-line errors before the work folder is made."""
+    from flashi2v.cli import main
+
+    work = tmp_path / "work"
+    assert main(["bench", "leakage", "--quick", "--workdir", str(work), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not work.exists()
+
+
+def test_bench_leakage_workdir_that_is_a_file(tmp_path, capsys):
+    from flashi2v.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    assert main(["bench", "leakage", "--quick", "--workdir", str(tmp_path / "afile")]) == 2
+    assert "--workdir" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "x"

@@ -67,6 +67,9 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         (["data.source=latent_cache", "data.path=x", "data.caption_weights=[1, -1]"], "non-negative numbers"),
         (["data.source=latent_cache", "data.path=x", "data.caption_weights=[]"], "non-negative numbers"),
         (["data.source=latent_cache", "data.path=x", "data.caption_weights=[true]"], "non-negative numbers"),
+        (["optim.lr=nan"], "optim.lr must be a finite number"),  # NaN used to reach torch.optim as a traceback
+        (["optim.lr=.inf"], "optim.lr must be a finite number"),  # inf used to train to NaN weights silently
+        (["optim.lr=inf"], "optim.lr must be a finite number"),
     ]:
         with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
             TrainConfig.from_dict(base, bad)
@@ -74,6 +77,11 @@ def test_config_yaml_overrides_and_errors(tmp_path):
     assert ok.data.caption_weights == [1, 1, 1, 6, 1]
     with pytest.raises(ConfigError, match="not found"):
         TrainConfig.from_yaml(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="training config is a folder"):
+        TrainConfig.from_yaml(tmp_path)
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ConfigError, match="is not a YAML text file"):  # was a UnicodeDecodeError traceback
+        TrainConfig.from_yaml(tmp_path / "image.png")
 
 
 # ------------------------------------------------------------------------------------------------ clipper
@@ -476,6 +484,43 @@ def test_cli_train_and_export(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown key(s) nope" in err
     assert main(["export", str(tmp_path / "nothing"), "--output", str(tmp_path / "o")]) == 2
+    capsys.readouterr()
+    # an output_dir / --output that is (or lies under) a file: one line each, not a FileExistsError traceback
+    (tmp_path / "afile").write_text("x")
+    for argv, message in [
+        (["train", "--config", str(y), f"output_dir={tmp_path / 'afile'}"], "a file of that name exists"),
+        (["train", "--config", str(y), f"output_dir={tmp_path / 'afile' / 'run'}"], "afile is a file, not a folder"),
+        (["export", cfg.output_dir, "--output", str(tmp_path / "afile" / "m")], "afile is a file, not a folder"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_export_refuses_a_pipeline_folder_that_does_not_fit(tmp_path):
+    """--pipeline whose text encoder does not fit the trained DiT was exported without a word (a folder `generate`
+    then refuses), one without a vae/ failed with a FileNotFoundError traceback; now both are one line and nothing is
+    written."""
+    import shutil
+
+    from flashi2v.errors import InputError
+    from flashi2v.text import MiniLMTextEncoder
+    from flashi2v.train.export import export
+    from flashi2v.vae import WanVAE
+
+    cfg = tiny_cfg(tmp_path, max_steps=2)  # text_dim 16
+    run(cfg)
+    base = tmp_path / "base"  # a 384-d text encoder and a VAE, written part by part (the pipeline would refuse them)
+    WanVAE(base_dim=8).save_pretrained(base / "vae")
+    MiniLMTextEncoder.from_package(text_len=8).save_pretrained(base / "text_encoder")
+    (base / "model_index.json").write_text(json.dumps({"format": "flashi2v-pipeline", "format_version": 1}))
+    with pytest.raises(InputError, match="gives 384-d states but the trained transformer expects text_dim 16"):
+        export(cfg.output_dir, tmp_path / "m", pipeline=str(base))
+    shutil.rmtree(base / "vae")
+    with pytest.raises(InputError, match="has no vae folder"):
+        export(cfg.output_dir, tmp_path / "m", pipeline=str(base))
+    assert not (tmp_path / "m").exists() and not any(p.name.startswith(".m") for p in tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("model_type", ["flashi2v", "i2v-concat-mask"])

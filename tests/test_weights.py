@@ -157,6 +157,13 @@ def test_unreadable_inputs(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(CheckpointError, match="without config.json"):
         load_transformer(tmp_path / "folder")
+    # a file that is no pickle at all (an image given as --transformer): torch's multi-line advice to rerun with
+    # weights_only=False does not apply; the message says what the file is not
+    png = tmp_path / "image.pt"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(CheckpointError, match="not a PyTorch state dict of tensors") as e:
+        load_transformer(png)
+    assert "weights_only" not in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(CheckpointError, match="infer"):
         infer_config({"foo": torch.zeros(1)})
 
@@ -249,3 +256,44 @@ def test_atomic_save_safetensors_replaces_whole_and_leaves_nothing_on_failure(tm
         atomic_save_safetensors({"a": torch.zeros(2)}, path)
     assert torch.equal(load_file(str(path))["a"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "w.safetensors"]
+
+
+def test_output_places_that_cannot_be_written_are_one_line_input_errors(tmp_path, monkeypatch):
+    """Every atomic writer (model folders, world datasets, LMDBs, text files) reports a parent that is a file, a folder
+    it may not write in, or a failing mkdir as one InputError line (they were FileExistsError / NotADirectoryError /
+    FileNotFoundError tracebacks) and leaves nothing behind."""
+    import errno
+    import os
+    from pathlib import Path
+
+    from flashi2v.errors import InputError
+    from flashi2v.weights.io import atomic_directory, atomic_write_text, make_dirs
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "ro").mkdir()
+    with pytest.raises(InputError, match="afile is a file, not a folder"):
+        with atomic_directory(tmp_path / "afile" / "out"):
+            pass
+    with pytest.raises(InputError, match="afile is a file, not a folder"):
+        atomic_write_text(tmp_path / "afile" / "sub" / "x.json", "{}")
+    with pytest.raises(InputError, match="a file of that name exists"):
+        make_dirs(tmp_path / "afile")
+    with pytest.raises(InputError, match="is an existing folder"):
+        atomic_write_text(tmp_path / "ro", "{}")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "ro" else real_access(p, mode))
+    with pytest.raises(InputError, match="no permission to write in"):
+        with atomic_directory(tmp_path / "ro" / "out"):
+            pass
+    monkeypatch.undo()
+
+    def read_only(self, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(InputError, match="Read-only file system") as e:
+        with atomic_directory(tmp_path / "new" / "out"):
+            pass
+    assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "ro"] and not any((tmp_path / "ro").iterdir())

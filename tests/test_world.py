@@ -335,6 +335,17 @@ def test_cli_bad_arguments_are_one_line_input_errors(tmp_path, argv, message):
     assert not (tmp_path / "w").exists()
 
 
+def test_cli_out_under_a_file_is_a_one_line_input_error(tmp_path):
+    """--out whose parent is a file was a FileExistsError traceback; now one line, and nothing is written."""
+    (tmp_path / "afile").write_text("x")
+    args = _world_parser().parse_args(["world", "--out", str(tmp_path / "afile" / "w"), "--num", "1", "--workers", "1",
+                                       "--frames", "5", "--size", "32"])
+    with pytest.raises(InputError, match="afile") as e:
+        args.func(args)
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_cli_writes_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "w"
     args = _world_parser().parse_args(["world", "--out", str(out), "--num", "1", "--workers", "1", "--frames", "5",

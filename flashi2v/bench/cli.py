@@ -130,6 +130,13 @@ def cmd_reliance(args) -> int:
     from .reliance import DEFAULT_SIGMAS, parse_swaps, reliance_from_cache
 
     swaps = parse_swaps(args.swap_words)
+    if args.json:  # a results file it cannot write is an error now, not after the models ran
+        from ..weights.io import check_output_path
+
+        if Path(args.json).is_dir():
+            raise InputError(f"--json {args.json} is a folder; give a file path such as "
+                             f"{Path(args.json) / 'reliance.json'}")
+        check_output_path(args.json)
     out = {}
     for folder in args.model:
         res = reliance_from_cache(folder, args.cache, samples=args.samples, sigmas=args.sigmas or DEFAULT_SIGMAS,
@@ -137,8 +144,9 @@ def cmd_reliance(args) -> int:
         print(f"## {folder}\n{res.table()}\n", flush=True)
         out[folder] = res.to_dict()
     if args.json:
-        from ..weights.io import atomic_write_text
+        from ..weights.io import atomic_write_text, make_dirs
 
+        make_dirs(Path(args.json).parent)
         atomic_write_text(Path(args.json), json.dumps(out, indent=1))
     return 0
 
@@ -229,8 +237,56 @@ def config_from_args(args):
     return dataclasses.replace(cfg, **over)
 
 
+def check_leakage_args(args) -> None:
+    """One-line errors, before any stage runs, for options that would otherwise stop the run late (after the data or
+    training stages) or with a traceback: non-finite numbers, sampling steps < 1, an unusable device or folder."""
+    import math
+    from pathlib import Path
+
+    from ..precision import resolve_device
+    from ..weights.io import check_output_path
+
+    for flag in ("fps", "lr", "text_dropout", "ema_decay", "guidance", "shift", "track_tol_max"):
+        v = getattr(args, flag, None)
+        if v is not None and not math.isfinite(v):
+            raise InputError(f"--{flag.replace('_', '-')} must be a finite number, got {v}")
+    if args.shift is not None and args.shift <= 0:
+        raise InputError(f"--shift must be > 0, got {args.shift}")
+    for flag in ("sample_steps", "gen_batch"):
+        v = getattr(args, flag, None)
+        if v is not None and v < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be a positive integer, got {v}")
+    if args.device not in (None, "auto"):
+        resolve_device(args.device)
+    for flag in ("workdir", "output"):
+        v = getattr(args, flag, None)
+        if v is not None:
+            if Path(v).exists() and not Path(v).is_dir():
+                raise InputError(f"--{flag} {v} is a file; pass a folder")
+            check_output_path(v)
+
+
 def cmd_leakage(args) -> int:
     from .leakage import run_leakage
 
-    run_leakage(config_from_args(args))
+    check_leakage_args(args)
+    cfg = config_from_args(args)
+    _check_architecture(cfg)
+    run_leakage(cfg)
     return 0
+
+
+def _check_architecture(cfg) -> None:
+    """The DiT architecture (--dim ... --arch) of every paradigm to train, checked now rather than after the data
+    stage (text_dim and text_len come from the base text encoder later; placeholders here unless given)."""
+    from ..config import TransformerConfig
+    from ..errors import ConfigError
+
+    for paradigm in [p for p in cfg.paradigms if p not in cfg.models]:
+        arch = {"text_dim": 1, "text_len": 1, **cfg.architecture, "model_type": paradigm}
+        arch.pop("in_dim", None)  # set from the paradigm
+        try:
+            TransformerConfig.from_dict(arch)
+        except ConfigError as e:
+            raise InputError(f"DiT architecture (--dim, --ffn-dim, --heads, --layers, --freq-dim, --arch): {e}"
+                             ) from None

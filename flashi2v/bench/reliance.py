@@ -210,8 +210,11 @@ def reliance_from_cache(model_folder, cache_dir, samples: int = 16, sigmas: Sequ
     from ..train.data import LatentCacheSource
     from ..weights.transformer import load_transformer
 
+    from ..precision import resolve_device
+
     if samples < 2:
         raise InputError(f"--samples must be at least 2, got {samples}")
+    device = str(resolve_device(device))
     folder = Path(model_folder)
     src = folder / "transformer" if (folder / "model_index.json").is_file() else folder
     if not src.exists():

@@ -111,8 +111,8 @@ class FlashI2VVideoDataset(Dataset):
         self.height, self.width = validate_size(height, width)
         if isinstance(sample_num_frames, bool) or not isinstance(sample_num_frames, int) or sample_num_frames < 1:
             raise InputError(f"sample_num_frames must be a positive integer, got {sample_num_frames!r}")
-        if not train_fps or float(train_fps) <= 0:
-            raise InputError(f"train_fps must be positive, got {train_fps!r}")
+        if not train_fps or not 0 < float(train_fps) < float("inf"):
+            raise InputError(f"train_fps must be positive and finite, got {train_fps!r}")
         if not 0.0 <= float(text_drop_ratio) <= 1.0:
             raise InputError(f"text_drop_ratio must be in [0, 1], got {text_drop_ratio!r}")
         if max_attempts < 1:

@@ -75,9 +75,12 @@ class FilterConfig:
 
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"filter config not found: {path} (pass --config FILE.yaml)")
+            raise ConfigError(f"filter config {'is a folder' if path.is_dir() else 'not found'}: {path} "
+                              "(pass --config FILE.yaml)")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a YAML text file (not UTF-8); pass the filter config YAML") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML ({' '.join(str(e).split())})") from e
         return cls.from_dict({} if data is None else data, source=str(path))

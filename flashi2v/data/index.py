@@ -81,7 +81,8 @@ def _clean(captions) -> list[str]:
 def read_captions(path: Path) -> dict[str, list[str]]:
     """``{relative path: [captions]}`` from a CSV (``path`` and ``caption`` columns) or a JSON object."""
     if not path.is_file():
-        raise InputError(f"--captions {path} not found; pass a CSV with path,caption columns or a JSON object")
+        raise InputError(f"--captions {path} {'is a folder' if path.is_dir() else 'not found'}; pass a CSV with "
+                         "path,caption columns or a JSON object")
     out: dict[str, list[str]] = {}
     if path.suffix.lower() == ".json":
         try:
@@ -91,7 +92,10 @@ def read_captions(path: Path) -> dict[str, list[str]]:
         if not isinstance(data, dict):
             raise InputError(f"--captions {path} must hold a JSON object {{path: caption or [captions]}}")
         for k, v in data.items():
-            out[Path(k).as_posix()] = _clean([v] if isinstance(v, str) else (v if isinstance(v, list) else []))
+            if not (v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(c, str) for c in v))):
+                raise InputError(f"--captions {path}: the caption of {k!r} must be a string or a list of strings, "
+                                 f"got {v!r}")
+            out[Path(k).as_posix()] = _clean([v] if isinstance(v, str) else (v or []))
         return out
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -116,13 +120,14 @@ def index_videos(videos: PathLike, output: PathLike, *, captions: Optional[PathL
     root = Path(videos).expanduser().resolve()
     out = Path(output).expanduser().resolve()
     if not root.is_dir():
-        raise InputError(f"video folder {root} not found; pass the folder that holds your video files")
+        raise InputError(f"video folder {root} {'is a file' if root.exists() else 'not found'}; pass the folder that "
+                         "holds your video files")
     if num_frames < 1 or (num_frames - 1) % 4:
         raise InputError(f"--num-frames must be 1 + 4k (17, 33, 49, ...), got {num_frames}")
     if height < 16 or width < 16 or height % 16 or width % 16:
         raise InputError(f"--height and --width must be multiples of 16, got {height} x {width}")
-    if not train_fps > 0:
-        raise InputError(f"--train-fps must be positive, got {train_fps}")
+    if not 0 < train_fps < float("inf"):
+        raise InputError(f"--train-fps must be positive and finite, got {train_fps}")
     if "," in str(out):  # the annotation line is split on its last comma
         raise InputError(f"--output {out} has a comma in its path, which an annotation line cannot hold; rename it")
     if out == root or root in out.parents:

@@ -35,7 +35,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import CheckpointError, InputError
-from ..weights.io import atomic_save_safetensors, atomic_write_text
+from ..precision import resolve_device
+from ..weights.io import atomic_save_safetensors, atomic_write_text, check_output_path, make_dirs
 
 __all__ = ["CACHE_FORMAT", "LatentCacheDataset", "encode_cache", "shard_name"]
 
@@ -135,17 +136,26 @@ def encode_cache(
                              "same arguments to resume it, or pass a new --output folder")
     elif out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".")):
         raise InputError(f"{out} exists and is not a latent cache (no {MANIFEST_NAME}); pass an empty or new --output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp"):  # leftovers of an interrupted write
-        stale.unlink(missing_ok=True)
+    elif out.exists() and not out.is_dir():
+        raise InputError(f"--output {out} is a file; pass a new or empty folder for the cache")
+    check_output_path(out)
+    dev = resolve_device(device)
 
     reader = LMDBReader(lmdb_path)
     metas = list(reader)
     if not metas:
         raise InputError(f"LMDB {lmdb_path} holds no samples; re-run `flashi2v data filter` with looser rules")
 
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # the models and the dataset check the sizes and the frame rate before the cache folder is made
     enc = _ShardEncoder(dict(metas=metas, config=config, device=str(dev), out=str(out)))
+    tf = enc.vae.temporal_factor
+    if (num_frames - 1) % tf:
+        lo = 1 + (num_frames - 1) // tf * tf
+        raise InputError(f"num_frames must be 1 + {tf}k for the VAE of {model_path} (1, {1 + tf}, {1 + 2 * tf}, ...), "
+                         f"got {num_frames}; try {lo} or {lo + tf}")
+    make_dirs(out)
+    for stale in out.glob(".*.tmp"):  # leftovers of an interrupted write
+        stale.unlink(missing_ok=True)
 
     if manifest is None:
         empty, empty_len = enc.text_encoder.encode([""])
@@ -329,11 +339,9 @@ class LatentCacheDataset(Dataset):
 
     def all_captions(self) -> List[List[str]]:
         """Every sample's list of captions in index order (one each in a version-1 cache)."""
-        from safetensors import safe_open
-
         out: List[List[str]] = []
         for name, _ in self.shards:
-            with safe_open(str(self.cache_dir / name), framework="pt") as f:
+            with self._open(name) as f:
                 out += [c if isinstance(c, list) else [c] for c in json.loads(f.metadata()["captions"])]
         return out
 
@@ -341,17 +349,27 @@ class LatentCacheDataset(Dataset):
         """The whole cache, one file open per shard: ``latents`` [N, 16, T, h, w] and ``first_frame_latents``
         [N, 16, 1, h, w] (as stored), ``text_emb`` (every caption's states [length, D], unpadded, sample by sample and
         within a sample in caption order) and ``captions`` (:meth:`all_captions`)."""
-        from safetensors import safe_open
-
         lat, first, emb = [], [], []
         for name, n in self.shards:
-            with safe_open(str(self.cache_dir / name), framework="pt") as f:
+            with self._open(name) as f:
                 lat.append(f.get_tensor("latents")[:n])
                 first.append(f.get_tensor("first_frame_latents")[:n])
                 lengths = f.get_tensor("text_len").tolist()
                 emb += f.get_tensor("text_emb")[: sum(lengths)].split(lengths)
         return dict(latents=torch.cat(lat), first_frame_latents=torch.cat(first), text_emb=emb,
                     captions=self.all_captions())
+
+    def _open(self, name: str):
+        """The shard file ``name`` opened with safetensors; a one-line InputError when it is damaged (truncated)."""
+        from safetensors import safe_open
+
+        path = self.cache_dir / name
+        try:
+            return safe_open(str(path), framework="pt")
+        except Exception as e:  # truncated or overwritten by something else
+            first = " ".join(str(e).split())[:200]
+            raise InputError(f"cannot read {path} ({type(e).__name__}: {first}); delete it and rerun `flashi2v data "
+                             "encode` with the same arguments to rewrite it") from None
 
     def _pad(self, emb: torch.Tensor) -> torch.Tensor:
         if not self.pad_text or emb.shape[0] >= self.text_len_max:
@@ -366,16 +384,13 @@ class LatentCacheDataset(Dataset):
         the sample's count wraps around). The item also holds ``captions`` (all of them) and ``num_captions``."""
         import bisect
 
-        from safetensors import safe_open
-
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a cache of {n} samples")
         index %= n
         s = bisect.bisect_right(self.offsets, index) - 1
         j = index - self.offsets[s]
-        path = self.cache_dir / self.shards[s][0]
-        with safe_open(str(path), framework="pt") as f:
+        with self._open(self.shards[s][0]) as f:
             counts = f.get_tensor("num_captions") if "num_captions" in f.keys() else None
             first = int(counts[:j].sum()) if counts is not None else j  # this sample's first caption
             count = int(counts[j]) if counts is not None else 1

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Union
 
 from ..errors import InputError
-from ..weights.io import remove_path, replace_path
+from ..weights.io import make_temp_dir, remove_path, replace_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -61,9 +61,9 @@ def write_lmdb(samples: Iterable[dict], final: PathLike, overwrite: bool = False
     final = Path(final)
     if final.exists() and not overwrite:
         raise InputError(f"{final} already exists; delete it, choose another save_path/--output, or pass --overwrite")
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:10]}.partial")
     count = 0
+    make_temp_dir(tmp, final)
     try:
         env = lmdb.open(str(tmp), map_size=map_size, subdir=True, readonly=False, meminit=False, map_async=True)
         try:

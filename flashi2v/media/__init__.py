@@ -13,6 +13,7 @@ from .image import (
 )
 from .video import (
     VIDEO_FORMATS,
+    check_output,
     crf_from_quality,
     make_grid,
     read_lines,
@@ -27,6 +28,7 @@ __all__ = [
     "ALPHA_MODES",
     "VIDEO_FORMATS",
     "center_crop_resize",
+    "check_output",
     "crf_from_quality",
     "crop_resize_size",
     "fit_resolution",

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..weights.io import remove_path, replace_path
+from ..weights.io import check_output_path, remove_path, replace_path
 
 __all__ = [
     "VIDEO_FORMATS",
+    "check_output",
     "crf_from_quality",
     "make_grid",
     "read_lines",
@@ -201,6 +202,27 @@ def resolve_format(path: Union[str, os.PathLike], format: Optional[str] = None) 
     )
 
 
+def check_output(path: Union[str, os.PathLike], format: Optional[str] = None) -> str:
+    """:func:`resolve_format` plus the checks :func:`write_video` makes of the place it writes to (an existing folder
+    for a video file, an existing file or a folder of other files for PNG frames, a parent that is a file or not
+    writable): one-line InputError, nothing created. Returns the format."""
+    path = Path(os.fspath(path)).expanduser()
+    fmt = resolve_format(path, format)
+    if path.exists() and fmt != "png" and path.is_dir():
+        raise InputError(f"output '{path}' is an existing folder; give a file path such as '{path / 'video.mp4'}'")
+    if fmt == "png" and path.exists() and not path.is_dir():
+        raise InputError(f"output '{path}' is an existing file; PNG frames need a folder path")
+    if fmt == "png" and path.is_dir():
+        others = [p.name for p in path.iterdir() if not _is_frame_file(p.name)]
+        if others:
+            raise InputError(
+                f"output folder '{path}' already contains other files (e.g. '{others[0]}'); choose an empty or new "
+                "folder for the PNG frames"
+            )
+    check_output_path(path)
+    return fmt
+
+
 def _temp_sibling(final: Path, suffix: str = "") -> Path:
     return final.with_name(f".{final.name}.{uuid.uuid4().hex[:10]}.part{suffix}")
 
@@ -316,17 +338,7 @@ def write_video(
         raise InputError(f"crf must be an integer from 0 (lossless) to 51 (worst), got {crf!r}")
     it = _frame_iter(frames)
 
-    if path.exists() and fmt != "png" and path.is_dir():
-        raise InputError(f"output '{path}' is an existing folder; give a file path such as '{path / 'video.mp4'}'")
-    if fmt == "png" and path.exists() and not path.is_dir():
-        raise InputError(f"output '{path}' is an existing file; PNG frames need a folder path")
-    if fmt == "png" and path.is_dir():
-        others = [p.name for p in path.iterdir() if not _is_frame_file(p.name)]
-        if others:
-            raise InputError(
-                f"output folder '{path}' already contains other files (e.g. '{others[0]}'); choose an empty or new "
-                "folder for the PNG frames"
-            )
+    check_output(path, fmt)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -100,6 +100,8 @@ class TextEncoder(nn.Module):
     kind: ClassVar[str] = ""
     #: maximum sequence length the model supports (None: unlimited, e.g. relative positions)
     max_text_len: ClassVar[int | None] = None
+    #: keys a folder's ``config.json`` may hold besides the common ones (see :meth:`configure_from_folder`)
+    extra_folder_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module, tokenizer: Any, *, text_len: int, dim: int, clean: bool = True) -> None:
         super().__init__()
@@ -370,6 +372,9 @@ class TextEncoder(nn.Module):
         )
 
 
+_COMMON_FOLDER_KEYS = ("format", "format_version", "kind", "text_len", "dim", "clean_prompts", "weights")
+
+
 def read_folder_config(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
@@ -413,6 +418,11 @@ def load_text_encoder(
     folder = Path(folder)
     cfg = read_folder_config(folder)
     cls = _resolve(cfg["kind"])
+    known = (*_COMMON_FOLDER_KEYS, *cls.extra_folder_keys)
+    unknown = sorted(set(cfg) - set(known))
+    if unknown:
+        raise CheckpointError(f"{folder / 'config.json'} has unknown keys {unknown}; remove them (known: "
+                              f"{', '.join(known)})")
     source = cfg.get("weights", "files")
     if source not in ("files", "package"):
         raise CheckpointError(f"{folder / 'config.json'}: unknown \"weights\": {source!r} (expected 'files' or 'package')")

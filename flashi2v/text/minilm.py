@@ -55,6 +55,7 @@ class MiniLMTextEncoder(TextEncoder):
 
     kind = "minilm"
     max_text_len = 512
+    extra_folder_keys = ("hidden_layer",)
 
     def __init__(self, model: nn.Module, tokenizer: Any, *, text_len: int = 128, clean: bool = True,
                  hidden_layer: int = -1) -> None:

@@ -57,9 +57,11 @@ class YAMLConfig:
         if path is not None:
             p = Path(path)
             if not p.is_file():
-                raise ConfigError(f"{cls.KIND} not found: {p}")
+                raise ConfigError(f"{cls.KIND} {'is a folder' if p.is_dir() else 'not found'}: {p}")
             try:
-                d = yaml.safe_load(p.read_text()) or {}
+                d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            except UnicodeDecodeError:
+                raise ConfigError(f"{p} is not a YAML text file (not UTF-8); pass the {cls.KIND} YAML") from None
             except yaml.YAMLError as e:
                 raise ConfigError(f"{p} is not valid YAML ({str(e).splitlines()[0]})") from None
             if not isinstance(d, dict):
@@ -453,14 +455,17 @@ def _coerce(tp, value, path: str):
             raise ConfigError(f"{path} must be an integer, got {value!r}")
         return value
     if tp is float:
+        number = value
         if isinstance(value, str):  # YAML 1.1 reads "2e-5" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ConfigError(f"{path} must be a number, got {value!r}")
-        return float(value)
+        if not math.isfinite(number):
+            raise ConfigError(f"{path} must be a finite number, got {value!r}")
+        return float(number)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{path} must be a string, got {value!r}")

@@ -16,7 +16,7 @@ import torch
 
 from ..config import TransformerConfig
 from ..errors import CheckpointError, InputError
-from ..weights.io import atomic_directory, read_json_object
+from ..weights.io import atomic_directory, check_output_path, read_json_object
 from .checkpoint import COMPLETE, list_checkpoints, quiet_single_process, verify
 from .config import TrainConfig
 
@@ -86,6 +86,7 @@ def export(run_or_checkpoint: str | Path, output: str | Path, *, weights: str = 
     output = Path(output)
     if output.exists() and not overwrite:
         raise InputError(f"{output} already exists; pass --overwrite or choose another --output")
+    check_output_path(output)
     model, cfg = load_trained_model(run, ckpt, weights)
     src = pipeline or cfg.model.pipeline
     if not src:
@@ -95,12 +96,31 @@ def export(run_or_checkpoint: str | Path, output: str | Path, *, weights: str = 
     if not index_path.is_file():
         raise InputError(f"pipeline folder {src} has no model_index.json; pass --pipeline with a model folder")
     index = read_json_object(index_path)
+    parts = {part: src / index.get(part, part) for part in ("vae", "text_encoder")}
+    _check_parts_fit(model.config, parts, src)
     with atomic_directory(output, overwrite=overwrite) as tmp:
         save_transformer(model, tmp / "transformer")
-        for part in ("vae", "text_encoder"):
-            shutil.copytree(src / index.get(part, part), tmp / part)
+        for part, folder in parts.items():
+            shutil.copytree(folder, tmp / part)
         index.update(model_type=model.config.model_type, transformer="transformer", vae="vae",
                      text_encoder="text_encoder",
                      trained=dict(run=str(run.resolve()), checkpoint=ckpt.name, weights=weights))
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return output
+
+
+def _check_parts_fit(config: TransformerConfig, parts: dict, src: Path) -> None:
+    """Refuse (one line, before anything is written) a pipeline folder whose VAE or text encoder is missing or does
+    not fit the trained transformer, as ``FlashI2VPipeline`` would when the exported folder is loaded."""
+    for part, folder in parts.items():
+        if not folder.is_dir():
+            raise InputError(f"pipeline folder {src} has no {part} folder ({folder}); pass --pipeline with a complete "
+                             "model folder")
+    text_dim = read_json_object(parts["text_encoder"] / "config.json").get("dim")
+    if text_dim is not None and text_dim != config.text_dim:
+        raise InputError(f"the text encoder of {src} gives {text_dim}-d states but the trained transformer expects "
+                         f"text_dim {config.text_dim}; pass --pipeline with the model folder the run trained with")
+    z_dim = read_json_object(parts["vae"] / "config.json").get("z_dim")
+    if z_dim is not None and z_dim != config.latent_channels:
+        raise InputError(f"the VAE of {src} makes {z_dim}-channel latents but the trained transformer works on "
+                         f"{config.latent_channels}; pass --pipeline with the model folder the run trained with")

@@ -26,7 +26,7 @@ import torch.nn as nn
 from ..config import TransformerConfig, preset
 from ..errors import ConfigError
 from ..flow_matching import TimeSampler, flow_matching_loss, motion_weights
-from ..weights.io import atomic_write_text
+from ..weights.io import atomic_write_text, make_dirs
 from .checkpoint import (load_latest, restore_training_state, rng_state, save_checkpoint, set_rng_state,
                          training_state)
 from .clipping import GradClipper
@@ -323,7 +323,7 @@ class Trainer:
     def _fit(self) -> list[dict]:
         cfg = self.cfg
         if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.out)
             cfg.save(self.out / "config.yaml")
             atomic_write_text(self.out / MODEL_CONFIG_NAME, json.dumps(self.model_config.to_dict(), indent=2) + "\n")
         if cfg.checkpoint.resume:

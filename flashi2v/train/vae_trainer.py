@@ -48,7 +48,7 @@ import torch
 import yaml
 
 from ..errors import ConfigError, InputError
-from ..weights.io import atomic_directory
+from ..weights.io import atomic_directory, make_dirs
 from .config import YAMLConfig, check_minutes, lr_factor
 from .stopping import StopRequest
 
@@ -846,7 +846,7 @@ class VAETrainer:
     def _fit(self) -> VAETrainResult:
         cfg = self.cfg
         self._check_previous_run()
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.out)
         cfg.save(self.out / "config.yaml")
         if cfg.checkpoint.resume:
             self.resume()

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 
 # Prefixes that training wrappers put in front of parameter names (DDP/FSDP1 "module.", torch.compile "_orig_mod.").
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.", "model.")
@@ -40,7 +40,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except CheckpointError:
         raise
     except Exception as e:  # corrupt or not a checkpoint at all
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_pickle_error(e)}") from None
     for _ in range(2):
         if isinstance(sd, Mapping) and len(sd) and not any(isinstance(v, torch.Tensor) for v in sd.values()):
             inner = next((sd[k] for k in _CONTAINER_KEYS if k in sd and isinstance(sd[k], Mapping)), None)
@@ -50,6 +50,23 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path} does not contain a state dict of tensors")
     return strip_wrapper_prefixes(dict(sd))
+
+
+def _pickle_error(e: Exception) -> str:
+    """One line for a failed ``torch.load(weights_only=True)``; torch's own text for a file that is no pickle of
+    tensors is several lines of advice that does not apply here (``weights_only=False`` is never used)."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+        detail = _first_sentence(next((line for line in detail.splitlines() if line.strip()), ""))
+        return (f"not a PyTorch state dict of tensors{f' ({detail})' if detail else ''}; pass a .safetensors file or a "
+                ".pt/.pth state dict, and check that the file is complete")
+    return f"{type(e).__name__}: {_first_sentence(text)}; check that the file is complete (re-copy or re-download it)"
+
+
+def _first_sentence(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line.split(". ", 1)[0].strip()[:200]
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -128,8 +145,12 @@ def atomic_save_safetensors(sd: Mapping[str, torch.Tensor], path: str | os.PathL
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync, then rename: readers never see half a file."""
+    """Write ``text`` to a temporary file beside ``path``, fsync, then rename: readers never see half a file. A path
+    that cannot be written (an existing folder, a parent that is a file or not writable) is a one-line InputError."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is an existing folder; give a file path")
+    check_output_path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -137,9 +158,55 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise InputError(f"cannot write {path}: {_os_reason(e)}") from None
         raise
+
+
+def _os_reason(e: OSError) -> str:
+    return e.strerror or " ".join(str(e).split())
+
+
+def check_output_path(path: str | os.PathLike) -> None:
+    """Raise a one-line InputError now, before any long work, when ``path`` could not be created later: one of its
+    parents is a file, or the nearest existing parent folder is not writable. Creates nothing."""
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"cannot write {path}: {parent} is a file, not a folder; choose another path")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(f"cannot write {path}: no permission to write in {parent}; choose another path")
+            return
+
+
+def make_dirs(path: str | os.PathLike) -> Path:
+    """``mkdir -p path`` for an output folder; a one-line InputError when it cannot be made (a file in the way, no
+    permission, a read-only file system)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"cannot create the folder {path}: a file of that name exists; choose another path")
+    check_output_path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the folder {path}: {_os_reason(e)}; choose another path") from None
+    return path
+
+
+def make_temp_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Create ``final``'s missing parent folders and the (new) temporary folder ``tmp`` beside it, for a write that
+    renames ``tmp`` to ``final`` when done; a one-line InputError when ``final``'s folder cannot be written."""
+    tmp, final = Path(tmp), Path(final)
+    check_output_path(final)
+    make_dirs(final.parent)
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        raise InputError(f"cannot write {final}: {_os_reason(e)}; choose another path") from None
+    return tmp
 
 
 def remove_path(p: str | os.PathLike) -> None:
@@ -177,9 +244,8 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
     final = Path(final)
     if final.exists() and not overwrite:
         raise CheckpointError(f"{final} already exists; choose another path or pass overwrite=True")
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:10]}")
-    tmp.mkdir()  # (not mkdtemp: its 0700 mode would end up on the finished folder)
+    make_temp_dir(tmp, final)  # (not mkdtemp: its 0700 mode would end up on the finished folder)
     try:
         yield tmp
         replace_path(tmp, final)

@@ -95,7 +95,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = None, *
             ffn_dim=sd["blocks.0.ffn.0.weight"].shape[0],
             text_dim=sd["text_embedding.0.weight"].shape[1],
             freq_dim=sd["time_embedding.0.weight"].shape[1],
-            num_heads=num_heads or max(1, dim // WAN_HEAD_DIM),
+            num_heads=num_heads if num_heads is not None else max(1, dim // WAN_HEAD_DIM),
             qk_norm="blocks.0.self_attn.norm_q.weight" in sd,
             cross_attn_norm="blocks.0.norm3.weight" in sd,
         )

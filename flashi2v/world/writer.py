@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import InputError
-from ..weights.io import remove_path, replace_path
+from ..weights.io import make_temp_dir, remove_path, replace_path
 from .scene import check_seed, sample_scene, validate_clip_size
 from .splits import get_split
 
@@ -139,14 +139,13 @@ def write_dataset(out_dir: Union[str, os.PathLike], split: str = "train", num_cl
             raise InputError(f"{final} already exists; delete it, choose another --out, or pass --overwrite")
         if not final.is_dir() or (any(final.iterdir()) and not (final / "ground_truth.json").is_file()):
             raise InputError(f"refusing to overwrite {final}: it is not a world dataset (no ground_truth.json)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:10]}.partial")
+    tmp = make_temp_dir(final.with_name(f".{final.name}.{uuid.uuid4().hex[:10]}.partial"), final)
     digits = max(6, len(str(num_clips - 1)))
     jobs = [(i, seed + i, sp.name, num_frames, height, width, fps, num_captions, bool(focused_captions), crf, preset,
              str(tmp), f"videos/{i:0{digits}d}.mp4") for i in range(num_clips)]
     metas, clips = [], []
     try:
-        (tmp / "videos").mkdir(parents=True)
+        (tmp / "videos").mkdir()
         bar = None
         if progress:
             from tqdm import tqdm

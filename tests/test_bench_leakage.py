@@ -190,6 +190,19 @@ def test_object_distance_known_answers(world_clips):
     assert linear[0]["chunk_distance_ratio"] == pytest.approx([0.5] * 4, abs=0.06)
 
 
+def test_bad_train_override_fails_before_any_stage(base_folder, tmp_path):
+    """A training override that names no config key, or gives a bad value, stops the benchmark before the data stage
+    writes anything (it used to surface only when the first paradigm started training)."""
+    from flashi2v.errors import FlashI2VError
+
+    for override, match in (("flashi2v:optim.bogus=1", "bogus"), ("optim.lr=-1", "lr")):
+        cfg = LeakageConfig.quick(workdir=str(tmp_path / "work"), base=str(base_folder), train_clips=4, eval_clips=2,
+                                  steps=2, threads=1, train_overrides=(override,))
+        with pytest.raises(FlashI2VError, match=match):
+            run_leakage(cfg)
+        assert not (tmp_path / "work").exists()
+
+
 def test_motion_chunk_table(world_clips):
     """The report's motion-per-chunk table: the truth keeps all of its motion in every chunk, the static video none;
     models or splits without a ratio get no row."""

@@ -1182,12 +1182,14 @@ def _run(cfg: LeakageConfig, log: Callable[[str], None]) -> dict:
     t_start = time.perf_counter()
     st = _Stages(cfg, log)
     out = Path(cfg.output).resolve() if cfg.output else st.work / "results"
+    models: dict[str, str] = {name: str(Path(f).resolve()) for name, f in cfg.models.items()}
+    to_train = [p for p in cfg.paradigms if p not in models]
+    for p in to_train:  # a bad --train-override or architecture is an error now, not after the data stages
+        st.train_config(p, st.work / "data" / "latents")
     st.work.mkdir(parents=True, exist_ok=True)
 
     # ---- data and models
     eval_dirs = {s: st.world(s, cfg.eval_clips) for s in cfg.eval_splits}
-    models: dict[str, str] = {name: str(Path(f).resolve()) for name, f in cfg.models.items()}
-    to_train = [p for p in cfg.paradigms if p not in models]
     train_info: dict[str, dict] = {}
     if to_train:
         train_dir = st.world("train", cfg.train_clips)

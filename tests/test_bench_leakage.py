@@ -203,7 +203,7 @@ def test_bad_train_override_fails_before_any_stage(base_folder, tmp_path):
         assert not (tmp_path / "work").exists()
 
 
-def test_motion_chunk_table(world_clips):
+def test_motion_chunk_table(world_clips, tmp_path):
     """The report's motion-per-chunk table: the truth keeps all of its motion in every chunk, the static video none;
     models or splits without a ratio get no row."""
     from flashi2v.bench.leakage import motion_chunk_table
@@ -222,6 +222,16 @@ def test_motion_chunk_table(world_clips):
     assert [float(x) for x in cells[4][3:]] == pytest.approx([1.0] * 4, abs=0.05)  # the tracker: sub-pixel off
     assert [float(x) for x in cells[5][3:]] == [1.0] * 4
     assert motion_chunk_table(dict(report, splits=[], results={"still": {}})) == ""
+    # and as plots (one per kind of motion, only for the kinds some summary has)
+    from flashi2v.bench.leakage import write_motion_plots
+
+    paths = write_motion_plots(report, tmp_path)
+    assert [p.name for p in paths] == ["chunkwise_object_motion.png", "chunkwise_camera_motion.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+    no_cam = {"test": {k: v for k, v in truth.items() if k != "camera_chunk_distance_ratio"}}
+    assert [p.name for p in write_motion_plots(dict(report, model_order=[], results={},
+                                                    reference_results={"ground-truth": no_cam}), tmp_path / "b")] == [
+        "chunkwise_object_motion.png"]
 
 
 def test_shape_iou_measures_the_shape_not_the_place(tmp_path):

@@ -1488,4 +1488,26 @@ def write_plots(report: dict, out: Path, per_clip: Mapping[str, Mapping[str, lis
                 data[s][label] = arr
         paths.append(plot_chunkwise(data, out / "plots" / fname, ylabel=ylabel,
                                     title=f"{ylabel} per temporal chunk"))
+    return paths + write_motion_plots(report, out)
+
+
+def write_motion_plots(report: dict, out: Path) -> list[Path]:
+    """PNGs of the motion kept per temporal chunk (one panel per split, one line per model and reference; the
+    pooled ``object_chunk_distance_ratio`` / ``camera_chunk_distance_ratio``): ``chunkwise_object_motion.png`` and
+    ``chunkwise_camera_motion.png``, each only when some summary has that ratio."""
+    from ..metrics import plot_chunkwise
+
+    paths = []
+    for key, fname, ylabel in (("object_chunk_distance_ratio", "chunkwise_object_motion.png", "object travel / truth"),
+                               ("camera_chunk_distance_ratio", "chunkwise_camera_motion.png", "pan travel / truth")):
+        data: dict = {}
+        for s in report["splits"]:
+            for name, label in _row_names(report):
+                src = report["results"].get(name) or report["reference_results"].get(name)
+                vals = src.get(s, {}).get(key)
+                if vals:
+                    data.setdefault(s, {})[label] = [np.nan if v is None else float(v) for v in vals]
+        if data:
+            paths.append(plot_chunkwise(data, out / "plots" / fname, ylabel=ylabel,
+                                        title=f"{ylabel} per temporal chunk"))
     return paths

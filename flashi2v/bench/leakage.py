@@ -772,8 +772,9 @@ def object_distance(track, gt_centroids, num_chunks: int = 4) -> dict:
     ds, dg = np.diff(p, axis=0), np.diff(g, axis=0)
     glen = np.hypot(dg[:, 0], dg[:, 1])
     ok = ~np.isnan(ds).any(axis=1) & ~np.isnan(dg).any(axis=1)
+    m = ok & (glen > 0)  # steps the ground truth moves in (the others add nothing either way)
     along = np.zeros(len(dg))
-    along[ok & (glen > 0)] = np.einsum("ij,ij->i", ds[ok & (glen > 0)], dg[ok & (glen > 0)]) / glen[ok & (glen > 0)]
+    along[m] = (ds[m] * dg[m]).sum(axis=1) / glen[m]
     glen = np.where(ok, glen, 0.0)
     total = float(glen.sum())
     if not ok.any() or total <= 0:

@@ -270,23 +270,6 @@ def cmd_leakage(args) -> int:
     from .leakage import run_leakage
 
     check_leakage_args(args)
-    cfg = config_from_args(args)
-    _check_architecture(cfg)
-    run_leakage(cfg)
+    run_leakage(config_from_args(args))
     return 0
 
-
-def _check_architecture(cfg) -> None:
-    """The DiT architecture (--dim ... --arch) of every paradigm to train, checked now rather than after the data
-    stage (text_dim and text_len come from the base text encoder later; placeholders here unless given)."""
-    from ..config import TransformerConfig
-    from ..errors import ConfigError
-
-    for paradigm in [p for p in cfg.paradigms if p not in cfg.models]:
-        arch = {"text_dim": 1, "text_len": 1, **cfg.architecture, "model_type": paradigm}
-        arch.pop("in_dim", None)  # set from the paradigm
-        try:
-            TransformerConfig.from_dict(arch)
-        except ConfigError as e:
-            raise InputError(f"DiT architecture (--dim, --ffn-dim, --heads, --layers, --freq-dim, --arch): {e}"
-                             ) from None

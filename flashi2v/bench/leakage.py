@@ -256,6 +256,7 @@ class LeakageConfig:
         for p in self.paradigms:
             if p not in MODEL_TYPES or p == "t2v":
                 raise InputError(f"unknown paradigm {p!r}; choose from {', '.join(PARADIGMS)}")
+        self._check_architecture()
         for o in self.train_overrides:
             target = split_override(o)[0]
             if target is not None and target not in PARADIGMS:
@@ -280,6 +281,21 @@ class LeakageConfig:
             raise InputError(f"batch_size {self.batch_size} exceeds train_clips {self.train_clips}")
         if not to_train and not self.models:
             raise InputError("nothing to evaluate: no paradigm to train and no --models given")
+
+    def _check_architecture(self) -> None:
+        """The DiT architecture of every paradigm to train, checked before any stage (``text_dim`` / ``text_len``
+        come from the base folder's text encoder when training starts: placeholders here unless given)."""
+        from ..config import TransformerConfig
+        from ..errors import ConfigError
+
+        for paradigm in [p for p in self.paradigms if p not in self.models]:
+            arch = {"text_dim": 1, "text_len": 1, **self.architecture, "model_type": paradigm}
+            arch.pop("in_dim", None)  # set from the paradigm
+            try:
+                TransformerConfig.from_dict(arch)
+            except ConfigError as e:
+                raise InputError(f"DiT architecture (--dim, --ffn-dim, --heads, --layers, --freq-dim, --arch): {e}"
+                                 ) from None
 
     def to_dict(self) -> dict:
         return _jsonable(dataclasses.asdict(self))
@@ -1185,7 +1201,7 @@ def _run(cfg: LeakageConfig, log: Callable[[str], None]) -> dict:
     out = Path(cfg.output).resolve() if cfg.output else st.work / "results"
     models: dict[str, str] = {name: str(Path(f).resolve()) for name, f in cfg.models.items()}
     to_train = [p for p in cfg.paradigms if p not in models]
-    for p in to_train:  # a bad --train-override or architecture is an error now, not after the data stages
+    for p in to_train:  # a bad --train-override is an error now, not after the data stages
         st.train_config(p, st.work / "data" / "latents")
     st.work.mkdir(parents=True, exist_ok=True)
 

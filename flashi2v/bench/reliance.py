@@ -207,10 +207,9 @@ def reliance_from_cache(model_folder, cache_dir, samples: int = 16, sigmas: Sequ
     """The probe for a model folder on ``samples`` items of a latent cache (``flashi2v data encode``), spread evenly
     over the cache (the same items for every model). The batch is built like the trainer's (text states fitted to
     the model's ``text_len``, a cache of another ``text_dim`` refused)."""
+    from ..precision import resolve_device
     from ..train.data import LatentCacheSource
     from ..weights.transformer import load_transformer
-
-    from ..precision import resolve_device
 
     if samples < 2:
         raise InputError(f"--samples must be at least 2, got {samples}")
